@@ -1,0 +1,113 @@
+"""Validation of a workflow's event graph (upstream's checks, types and messages)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ._signature import StepSpec
+from .errors import WorkflowConfigurationError, WorkflowValidationError
+from .events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StepFailedEvent,
+    StopEvent,
+)
+
+
+def _sub(t: object, base: type | tuple[type, ...]) -> bool:
+    return isinstance(t, type) and issubclass(t, base)
+
+
+def start_event_class(specs: Mapping[str, StepSpec], cls_name: str) -> type[StartEvent]:
+    """The one StartEvent type the steps accept."""
+    found = {t for s in specs.values() for t in s.accepted_events if _sub(t, StartEvent)}
+    if not found:
+        raise WorkflowConfigurationError(
+            "At least one Event of type StartEvent must be received by any step. "
+            f"(Workflow '{cls_name}' has no @step that accepts StartEvent.)"
+        )
+    if len(found) > 1:
+        raise WorkflowConfigurationError(
+            f"Only one type of StartEvent is allowed per workflow, found {len(found)}: "
+            f"{found} in workflow '{cls_name}'."
+        )
+    return found.pop()  # type: ignore[return-value]
+
+
+def stop_event_class(specs: Mapping[str, StepSpec], cls_name: str) -> type[StopEvent]:
+    """The one StopEvent type the steps return."""
+    found = {t for s in specs.values() for t in s.return_types if _sub(t, StopEvent)}
+    if not found:
+        raise WorkflowConfigurationError(
+            "At least one Event of type StopEvent must be returned by any step. "
+            f"(Workflow '{cls_name}' has no @step that returns StopEvent.)"
+        )
+    if len(found) > 1:
+        raise WorkflowConfigurationError(
+            f"Only one type of StopEvent is allowed per workflow, found {len(found)}: "
+            f"{found} in workflow '{cls_name}'."
+        )
+    return found.pop()  # type: ignore[return-value]
+
+
+def _accepts_type(spec: StepSpec, produced: type) -> bool:
+    if spec.accept_event_subclasses:
+        return any(_sub(produced, t) for t in spec.accepted_events)
+    return produced in spec.accepted_events
+
+
+def validate_graph(specs: Mapping[str, StepSpec], cls_name: str) -> bool:
+    """Check the event graph; return True if the workflow uses human-in-the-loop."""
+    if not specs:
+        raise WorkflowConfigurationError(
+            f"Workflow '{cls_name}' has no configured steps. Did you forget to annotate "
+            "methods with @step or to register free-function steps via @step(workflow=...)?"
+        )
+    start_event_class(specs, cls_name)
+    stop_event_class(specs, cls_name)
+    stop_takers = [n for n, s in specs.items() if any(_sub(t, StopEvent) for t in s.accepted_events)]
+    if stop_takers:
+        plural = "" if len(stop_takers) == 1 else "s"
+        names = "', '".join(stop_takers)
+        raise WorkflowValidationError(
+            f"Step{plural} '{names}' cannot accept StopEvent. StopEvent "
+            "signals the end of the workflow. Use a different Event type instead."
+        )
+    produced = {t for s in specs.values() for t in s.output_events}
+    boundary_in = (InputRequiredEvent, HumanResponseEvent, StopEvent, StepFailedEvent, StartEvent)
+    never_produced = {
+        t
+        for s in specs.values()
+        for t in s.accepted_events
+        if not _sub(t, boundary_in) and not any(_accepts_type(s, p) for p in produced)
+    }
+    if never_produced:
+        raise WorkflowValidationError(
+            "The following events are consumed but never produced: "
+            + ", ".join(sorted(t.__name__ for t in never_produced))
+        )
+    boundary_out = (InputRequiredEvent, HumanResponseEvent, StopEvent)
+    unused = {
+        p
+        for p in produced
+        if not _sub(p, boundary_out) and not any(_accepts_type(s, p) for s in specs.values())
+    }
+    if unused:
+        raise WorkflowValidationError(
+            "The following events are produced but never consumed: "
+            + ", ".join(sorted(t.__name__ for t in unused))
+        )
+    return any(_sub(p, InputRequiredEvent) for p in produced) or any(
+        _sub(t, HumanResponseEvent) for s in specs.values() for t in s.accepted_events
+    )
+
+
+def collect_events(specs: Mapping[str, StepSpec]) -> list[type[Event]]:
+    """Every event type the steps accept or return."""
+    found: dict[type[Event], None] = {}
+    for spec in specs.values():
+        for t in (*spec.accepted_events, *spec.output_events):
+            found[t] = None
+    return list(found)

@@ -1,0 +1,226 @@
+"""Reads a step function's signature into a frozen :class:`StepSpec`.
+
+Annotations are resolved once, at decoration time, against the function's globals and
+the locals of the scopes around the decorator (so events defined in a test function or
+a class body resolve, with or without ``from __future__ import annotations``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
+
+from .errors import WorkflowValidationError
+from .events import Event, StepFailedEvent
+
+StepRole = Literal["step", "catch_error"]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What the runtime needs to know about one step, read once from its signature."""
+
+    name: str
+    qualname: str
+    accepted_events: tuple[type[Event], ...]
+    event_params: tuple[tuple[str, tuple[type[Event], ...]], ...]
+    return_types: tuple[Any, ...]
+    context_parameter: str | None
+    context_state_type: type[BaseModel] | None
+    resource_params: tuple[tuple[str, Any], ...]
+    is_async: bool
+    num_workers: int = 4
+    retry_policy: Any = None
+    accept_event_subclasses: bool = False
+    is_fan_out: bool = False
+    collection_param: str | None = None
+    role: StepRole = "step"
+    catch_error_for_steps: tuple[str, ...] | None = None
+    catch_error_max_recoveries: int = 1
+    output_events: tuple[type[Event], ...] = field(default=())
+
+    @property
+    def is_join(self) -> bool:
+        """True when the step takes more than one event parameter (fires when all arrived)."""
+        return len(self.event_params) > 1
+
+    @property
+    def is_collect(self) -> bool:
+        """True when the step takes a ``list[E]`` parameter (fan-in of a fan-out)."""
+        return self.collection_param is not None
+
+    def accepts(self, event: Event) -> bool:
+        """Routing rule: exact type, or subclass when the step opted in."""
+        if self.accept_event_subclasses:
+            return isinstance(event, self.accepted_events)
+        return type(event) in self.accepted_events
+
+
+def capture_localns(depth: int) -> dict[str, Any]:
+    """Merge the locals of the scopes around a decorator call (innermost wins)."""
+    merged: dict[str, Any] = {}
+    frame = sys._getframe(depth + 1)
+    frames = []
+    while frame is not None and len(frames) < 4:
+        frames.append(frame)
+        frame = frame.f_back  # type: ignore[assignment]
+    for f in reversed(frames):
+        merged.update(f.f_locals)
+    return merged
+
+
+def _union_members(hint: Any) -> tuple[Any, ...]:
+    origin = get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return get_args(hint)
+    return (hint,)
+
+
+def _resource_descriptor(hint: Any) -> Any:
+    """The Resource marker of ``Annotated[T, Resource(...)]``, told its type ``T``."""
+    if get_origin(hint) is not typing.Annotated:
+        return None
+    base, *meta = get_args(hint)
+    for marker in meta:
+        if hasattr(marker, "resolve") and hasattr(marker, "cache"):
+            if hasattr(marker, "set_type_annotation"):
+                marker.set_type_annotation(base)
+            return marker
+    return None
+
+
+def _is_event_type(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, Event)
+
+
+def _context_info(hint: Any) -> tuple[bool, type[BaseModel] | None]:
+    from .context.context import Context  # local: context imports this module's users
+
+    origin = get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, Context):
+        args = get_args(hint)
+        state = args[0] if args and isinstance(args[0], type) else None
+        return True, state
+    return False, None
+
+
+def _resolve_hints(func: Callable[..., Any], localns: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func, localns=localns, include_extras=True)
+    except NameError as exc:
+        missing = f" Missing name: {exc.name}." if getattr(exc, "name", None) else ""
+        raise WorkflowValidationError(
+            f"Failed to resolve type annotations for {func.__qualname__}.{missing} Define "
+            "the event types at module level or in the scope where @step is applied."
+        ) from exc
+
+
+def _return_types(hint: Any) -> tuple[tuple[Any, ...], bool]:
+    members: list[Any] = []
+    fan_out = False
+    for member in _union_members(hint):
+        if get_origin(member) is list:
+            fan_out = True
+            for inner in get_args(member):
+                members.extend(_union_members(inner))
+        else:
+            members.append(member)
+    return tuple(type(None) if m is None else m for m in members), fan_out
+
+
+@dataclass
+class _Params:
+    context: str | None = None
+    state_type: type[BaseModel] | None = None
+    events: list[tuple[str, tuple[type[Event], ...]]] = field(default_factory=list)
+    collection: str | None = None
+    resources: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
+    descriptor = _resource_descriptor(hint)
+    if descriptor is not None:
+        out.resources.append((name, descriptor))
+        return
+    is_ctx, state = _context_info(hint)
+    if is_ctx:
+        out.context, out.state_type = name, state
+        return
+    if get_origin(hint) is list:
+        elems = tuple(m for a in get_args(hint) for m in _union_members(a))
+        if elems and all(_is_event_type(e) for e in elems):
+            out.collection = name
+            out.events.append((name, elems))
+        return
+    members = _union_members(hint)
+    if members and all(_is_event_type(m) for m in members):
+        out.events.append((name, members))
+
+
+def build_spec(
+    func: Callable[..., Any],
+    localns: dict[str, Any],
+    *,
+    num_workers: int = 4,
+    retry_policy: Any = None,
+    accept_event_subclasses: bool = False,
+    role: StepRole = "step",
+    for_steps: list[str] | None = None,
+    max_recoveries: int = 1,
+) -> StepSpec:
+    """Inspect ``func`` and return its spec, or raise WorkflowValidationError."""
+    name = func.__name__
+    hints = _resolve_hints(func, localns)
+    params = _Params()
+    for pname, param in inspect.signature(func).parameters.items():
+        if pname == "self" or pname not in hints:
+            continue
+        _classify(pname, hints[pname], params, name)
+    where = f"(step '{func.__qualname__}')"
+    if not params.events:
+        raise WorkflowValidationError(
+            f"Step signature must have at least one parameter annotated as type Event {where}"
+        )
+    if params.collection is not None and len(params.events) > 1:
+        raise WorkflowValidationError(
+            "A list[Event] collection parameter cannot be combined with other event "
+            f"parameters {where}"
+        )
+    if "return" not in hints:
+        raise WorkflowValidationError(
+            "Return types of workflows step functions must be annotated with their type. "
+            f"{where}"
+        )
+    returns, fan_out = _return_types(hints["return"])
+    accepted = tuple(dict.fromkeys(t for _, ts in params.events for t in ts))
+    if role == "catch_error" and accepted != (StepFailedEvent,):
+        raise WorkflowValidationError(
+            f"@catch_error handler '{name}' must accept StepFailedEvent as its event parameter."
+        )
+    return StepSpec(
+        name=name,
+        qualname=func.__qualname__,
+        accepted_events=accepted,
+        event_params=tuple(params.events),
+        return_types=returns,
+        context_parameter=params.context,
+        context_state_type=params.state_type,
+        resource_params=tuple(params.resources),
+        is_async=inspect.iscoroutinefunction(func),
+        num_workers=num_workers,
+        retry_policy=retry_policy,
+        accept_event_subclasses=accept_event_subclasses,
+        is_fan_out=fan_out,
+        collection_param=params.collection,
+        role=role,
+        catch_error_for_steps=tuple(for_steps) if for_steps is not None else None,
+        catch_error_max_recoveries=max_recoveries,
+        output_events=tuple(t for t in returns if _is_event_type(t)),
+    )

@@ -1,0 +1,21 @@
+"""Serializers (upstream path ``workflows.context.serializers``); see ``_serializers``."""
+
+from __future__ import annotations
+
+from .._serializers import (
+    BaseSerializer,
+    JsonPickleSerializer,
+    JsonSerializer,
+    PickleSerializer,
+    import_qualified_name,
+    qualified_name,
+)
+
+__all__ = [
+    "BaseSerializer",
+    "JsonPickleSerializer",
+    "JsonSerializer",
+    "PickleSerializer",
+    "import_qualified_name",
+    "qualified_name",
+]

@@ -1,0 +1,213 @@
+"""Context snapshots in upstream's v2 shape (``ctx.to_dict()`` / ``Context.from_dict()``).
+
+A snapshot taken here loads in upstream and the other way round: state is encoded per key
+(DictState) or whole (typed state) with the given serializer; queued and in-progress work
+items become deliveries again on resume, waiters and collect buffers go back into meta.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from .._serializers import BaseSerializer, JsonSerializer, import_qualified_name
+from ..errors import ContextSerdeError
+from ..events import Event
+from .state_store import DictState, default_state
+
+SNAPSHOT_VERSION = 2
+
+
+def encode_state_payload(state: BaseModel, serializer: BaseSerializer) -> dict[str, Any]:
+    """The ``state`` section of a snapshot."""
+    if isinstance(state, DictState):
+        data: dict[str, Any] = {}
+        for key, value in state.items():
+            try:
+                data[key] = serializer.serialize(value)
+            except Exception as exc:
+                raise ValueError(f"Failed to serialize state value for key {key}: {exc}") from exc
+        state_data: Any = {"_data": data}
+    else:
+        state_data = serializer.serialize(state)
+    return {
+        "store_type": "in_memory",
+        "state_type": type(state).__name__,
+        "state_module": type(state).__module__,
+        "state_data": state_data,
+    }
+
+
+def decode_state_payload(
+    payload: dict[str, Any], serializer: BaseSerializer, state_type: type[BaseModel]
+) -> BaseModel:
+    """Inverse of :func:`encode_state_payload` (a missing section gives default state)."""
+    if not payload:
+        return default_state(state_type)
+    store_type = payload.get("store_type", "in_memory")
+    if store_type != "in_memory":
+        raise ContextSerdeError(f"Cannot restore state of store_type {store_type!r}")
+    data = payload.get("state_data")
+    if payload.get("state_type") == "DictState" or (isinstance(data, dict) and "_data" in data):
+        items = (data or {}).get("_data", {})
+        try:
+            return DictState(_data={k: serializer.deserialize(v) for k, v in items.items()})
+        except Exception as exc:
+            raise ContextSerdeError(f"Failed to deserialize state: {exc}") from exc
+    if isinstance(data, str):
+        value = serializer.deserialize(data)
+    elif isinstance(serializer, JsonSerializer):
+        value = serializer.deserialize_value(data)
+    else:
+        value = data
+    if isinstance(value, dict) and issubclass(state_type, BaseModel):
+        value = state_type.model_validate(value)
+    if not isinstance(value, BaseModel):
+        raise ContextSerdeError(f"state decoded to {type(value).__name__}, not a model")
+    return value
+
+
+@dataclass
+class ParsedSnapshot:
+    """A snapshot read back: state, whether the run was live, and its pending work."""
+
+    state: BaseModel
+    is_running: bool
+    queued: list[tuple[str, Event]] = field(default_factory=list)
+    collect: dict[str, list[Event]] = field(default_factory=dict)
+    #: (step, trigger event, waiter id, awaited event class)
+    waiters: list[tuple[str, Event, str, type[Event]]] = field(default_factory=list)
+
+
+def _parse_waiter(
+    step: str, waiter: dict[str, Any], serializer: BaseSerializer
+) -> tuple[str, Event, str, type[Event]]:
+    name = str(waiter["waiting_for_event"])
+    resolve = getattr(serializer, "resolve_class", import_qualified_name)
+    awaited = resolve(name)
+    if not (isinstance(awaited, type) and issubclass(awaited, Event)):
+        raise ContextSerdeError(f"waiter of step {step!r} awaits {name!r}, not an event class")
+    return step, _decode_event(waiter["event"], serializer), str(waiter["waiter_id"]), awaited
+
+
+def _decode_event(raw: Any, serializer: BaseSerializer) -> Event:
+    value = serializer.deserialize(raw) if isinstance(raw, str) else raw
+    if isinstance(value, dict) and isinstance(serializer, JsonSerializer):
+        value = serializer.deserialize_value(value)
+    if not isinstance(value, Event):
+        raise ContextSerdeError(f"snapshot work item is not an event: {str(raw)[:120]}")
+    return value
+
+
+def parse_snapshot(
+    data: dict[str, Any], serializer: BaseSerializer, state_type: type[BaseModel]
+) -> ParsedSnapshot:
+    """Read a v2 snapshot (ContextSerdeError on a wrong or unknown format)."""
+    if not isinstance(data, dict):
+        raise ContextSerdeError("a context snapshot must be a dict")
+    version = data.get("version")
+    if version != SNAPSHOT_VERSION:
+        raise ContextSerdeError(
+            "Error creating a Context instance: the provided payload has a wrong or old "
+            f"format (snapshot version {version!r}, expected {SNAPSHOT_VERSION})."
+        )
+    state_payload = data.get("state") or {}
+    stype = _state_type_of(state_payload, state_type)
+    parsed = ParsedSnapshot(
+        state=decode_state_payload(state_payload, serializer, stype),
+        is_running=bool(data.get("is_running", False)),
+    )
+    for step, worker in (data.get("workers") or {}).items():
+        for item in [*worker.get("in_progress", []), *worker.get("queue", [])]:
+            parsed.queued.append((step, _decode_event(item["event"], serializer)))
+        for buffer_id, events in (worker.get("collected_events") or {}).items():
+            parsed.collect[f"{step}|{buffer_id}"] = [_decode_event(e, serializer) for e in events]
+        for waiter in worker.get("collected_waiters", []):
+            parsed.waiters.append(_parse_waiter(step, waiter, serializer))
+    return parsed
+
+
+def _state_type_of(payload: dict[str, Any], default: type[BaseModel]) -> type[BaseModel]:
+    name, module = payload.get("state_type"), payload.get("state_module")
+    if not name or name == "DictState" or name == default.__name__:
+        return default
+    try:
+        found = import_qualified_name(f"{module}.{name}")
+    except ValueError:
+        return default
+    return found if isinstance(found, type) and issubclass(found, BaseModel) else default
+
+
+def empty_worker() -> dict[str, Any]:
+    """The per-step section of a snapshot with nothing in it."""
+    return {
+        "queue": [],
+        "in_progress": [],
+        "collected_events": {},
+        "collect_generations": {},
+        "static_collect_events": [],
+        "collected_waiters": [],
+    }
+
+
+def work_item(event_json: str, item_id: str) -> dict[str, Any]:
+    """A queued work item in upstream's shape."""
+    return {
+        "event": event_json,
+        "bound_events": None,
+        "attempts": 0,
+        "first_attempt_at": None,
+        "last_exception": None,
+        "last_failed_at": None,
+        "recovery_counts": {},
+        "not_before": None,
+        "scope_path": [],
+        "collection_release_payload": None,
+        "work_item_id": item_id,
+    }
+
+
+def snapshot_dict(
+    state: BaseModel,
+    serializer: BaseSerializer,
+    *,
+    is_running: bool,
+    workers: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Assemble a v2 snapshot."""
+    return {
+        "version": SNAPSHOT_VERSION,
+        "state": encode_state_payload(state, serializer),
+        "is_running": is_running,
+        "workers": workers,
+        "stream_seq": 0,
+        "work_item_seq": 0,
+        "invocation_seq": 0,
+        "deliveries": [],
+        "streams": {},
+        "collection_release_states": {},
+        "elapsed_alive": 0.0,
+        "last_alive_stamp": None,
+        "journal_seq": 0,
+    }
+
+
+def dumps_event(event: Event, serializer: BaseSerializer) -> str:
+    """One event as the JSON string snapshots hold."""
+    return serializer.serialize(event)
+
+
+__all__ = [
+    "ParsedSnapshot",
+    "decode_state_payload",
+    "dumps_event",
+    "empty_worker",
+    "encode_state_payload",
+    "json",
+    "parse_snapshot",
+    "snapshot_dict",
+    "work_item",
+]

@@ -1,0 +1,113 @@
+"""``WorkflowHandler``: the caller's handle on one run."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncGenerator, Generator
+from typing import TYPE_CHECKING, Any
+
+from .errors import WorkflowCancelledByUser, WorkflowRuntimeError
+from .events import Event, InternalDispatchEvent, StopEvent, WorkflowCancelledEvent
+from .runtime.sync import run_sync
+
+if TYPE_CHECKING:
+    from .context.context import Context
+    from .runtime.base import BaseRuntime
+    from .runtime.binding import Binding
+
+
+class WorkflowHandler:
+    """Await it for the result; stream its events; send it events; cancel it.
+
+    ``run_id`` identifies the run in the run store: ``runtime.get_handler(run_id)`` gives
+    an equivalent handle in another process.
+    """
+
+    def __init__(
+        self, runtime: BaseRuntime, binding: Binding, run_id: str, ctx: Context[Any]
+    ) -> None:
+        self._runtime = runtime
+        self._binding = binding
+        self.run_id = run_id
+        self._ctx = ctx
+        self._stop: StopEvent | None = None
+        self._error: BaseException | None = None
+        self._streamed = False
+
+    @property
+    def ctx(self) -> Context[Any]:
+        """The run's Context (state, snapshot, send_event)."""
+        return self._ctx
+
+    async def stop_event_result(self) -> StopEvent:
+        """Wait for the run and return its StopEvent (raise what it failed with)."""
+        try:
+            self._stop = await self._runtime.result(self._binding, self.run_id)
+        except BaseException as exc:
+            self._error = exc
+            if isinstance(exc, WorkflowCancelledByUser):
+                self._stop = WorkflowCancelledEvent()
+            raise
+        return self._stop
+
+    async def _await_result(self) -> Any:
+        stop = await self.stop_event_result()
+        return stop.result if type(stop) is StopEvent else stop
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._await_result().__await__()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Block until the run finishes (for sync code with no running loop)."""
+
+        async def wait() -> Any:
+            return await asyncio.wait_for(self._await_result(), timeout)
+
+        return run_sync(wait, inline=False)
+
+    def get_stop_event(self) -> StopEvent | None:
+        """The run's StopEvent once it finished, else None."""
+        return self._stop
+
+    def is_done(self) -> bool:
+        """True when the run is completed, failed or cancelled."""
+        return not self._runtime.is_running(self.run_id)
+
+    def done(self) -> bool:
+        """Deprecated alias of :meth:`is_done`."""
+        warnings.warn("handler.done() is deprecated; use is_done()", DeprecationWarning, stacklevel=2)
+        return self.is_done()
+
+    def exception(self) -> BaseException | None:
+        """The error the run ended with, once known."""
+        return self._error
+
+    def cancelled(self) -> bool:
+        """True when the run was cancelled."""
+        return self._runtime.get_run(self.run_id).status == "cancelled"
+
+    async def stream_events(self, expose_internal: bool = False) -> AsyncGenerator[Event, None]:
+        """Events written to the run's stream, ending with its StopEvent. Single use."""
+        if self._streamed:
+            raise WorkflowRuntimeError("All the streamed events have already been consumed.")
+        async for event in self._runtime.stream(self._binding, self.run_id):
+            if isinstance(event, InternalDispatchEvent) and not expose_internal:
+                continue
+            yield event
+            if isinstance(event, StopEvent):
+                self._streamed = True
+                break
+
+    async def cancel_run(self, *, timeout: float = 5.0) -> None:
+        """Cancel the run; awaiting the handler then raises WorkflowCancelledByUser."""
+        await self._runtime.cancel(self._binding, self.run_id)
+
+    async def send_event(self, event: Event, step: str | None = None) -> None:
+        """Send ``event`` into the run (e.g. a HumanResponseEvent)."""
+        if step is not None:
+            self._binding.check_target(step, event)
+        await self._runtime.engine.send_event(self._binding, self.run_id, event, step)
+
+    def __str__(self) -> str:
+        return f"WorkflowHandler(workflow={self._binding.name}, run_id={self.run_id}, result={self._stop})"

@@ -1,0 +1,223 @@
+"""What every runtime shares: starting runs, reading results and streams, snapshots.
+
+A runtime = an :class:`~celery_workflows.runtime.engine.Engine` (store + dispatcher) plus
+the way callers wait: in-process they are woken by the engine, from another process they
+poll the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from .._serializers import BaseSerializer
+from ..context.state_store import StateStore
+from ..errors import WorkflowCancelledByUser, WorkflowRuntimeError, WorkflowTimeoutError
+from ..events import Event, StartEvent, StopEvent
+from ..store.base import RunRecord, RunStore
+from .binding import Binding
+from .engine import Dispatcher, Engine
+from .snapshots import build_snapshot, resume_plan
+from .state import RunStateBackend
+from .sync import run_sync
+
+if TYPE_CHECKING:
+    from ..context.context import Context
+    from ..handler import WorkflowHandler
+    from ..workflow import Workflow
+
+
+class BaseRuntime:
+    """Runs workflows through one engine; subclasses choose dispatcher and waiting."""
+
+    #: Seconds between store polls while waiting; None = wait for in-process wake-ups only.
+    poll_interval: float | None = None
+
+    def __init__(self, store: RunStore, dispatcher: Dispatcher, **engine_options: Any) -> None:
+        self.store = store
+        self.engine = Engine(store, dispatcher, **engine_options)
+        self.engine.listeners.append(self)
+        self._signals: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- registration ----------------------------------------------------------------
+
+    def binding(self, workflow: Workflow) -> Binding:
+        """The engine's binding of ``workflow`` (registered on first use)."""
+        found = self.engine.bindings.get(workflow.workflow_name)
+        if found is not None and found.workflow is workflow:
+            return found
+        return self.engine.register(workflow)
+
+    # --- wake-ups ----------------------------------------------------------------------
+
+    def changed(self, run_id: str) -> None:
+        """Listener hook: wake whoever waits on ``run_id``."""
+        signal = self._signals.pop(run_id, None)
+        if signal is not None:
+            signal.set()
+
+    def _signal(self, run_id: str) -> asyncio.Event:
+        # Taken before reading the store, so a change between the read and the wait is
+        # never missed.
+        return self._signals.setdefault(run_id, asyncio.Event())
+
+    async def _wait(self, signal: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(signal.wait(), self.poll_interval)
+        except TimeoutError:
+            pass
+
+    def _inline(self) -> bool:
+        return not self.store.json_payloads
+
+    # --- runs --------------------------------------------------------------------------
+
+    def start(
+        self,
+        workflow: Workflow,
+        ctx: Context[Any],
+        start_event: StartEvent | None,
+        run_id: str | None,
+    ) -> WorkflowHandler:
+        """Create the run for ``ctx`` and return its handler (the run goes on in workers)."""
+        from ..context.context import _Pre
+        from ..handler import WorkflowHandler
+
+        binding = self.binding(workflow)
+        run_id = run_id or uuid.uuid4().hex
+        face = ctx._face
+        resume: list[Any] = []
+        meta: dict[str, Any] = {}
+        if isinstance(face, _Pre):
+            state = face.backend.current
+            if face.snapshot is not None and face.snapshot.is_running:
+                resume, meta = resume_plan(binding, run_id, face.snapshot)
+                start_event = None
+        else:
+            state = run_sync(lambda: ctx.store._backend.read(), inline=self._inline())
+        self._create(binding, start_event, run_id, state, resume, meta)
+        ctx._attach(self, binding, run_id)
+        return WorkflowHandler(self, binding, run_id, ctx)
+
+    def _create(
+        self,
+        binding: Binding,
+        start_event: StartEvent | None,
+        run_id: str,
+        state: Any,
+        resume: list[Any],
+        meta: dict[str, Any],
+        *,
+        publish: bool = True,
+    ) -> None:
+        timeout = binding.workflow._timeout
+        run_sync(
+            lambda: self.engine.start(
+                binding,
+                start_event,
+                run_id=run_id,
+                state=state,
+                timeout=timeout,
+                resume=resume,
+                meta=meta,
+                publish=publish,
+            ),
+            inline=self._inline(),
+        )
+
+    def state_store(self, binding: Binding, run_id: str) -> StateStore[Any]:
+        """The caller's view of a run's state (writes lock the run row, unfenced)."""
+        backend = RunStateBackend(self.store, run_id, binding.codec, binding.state_type)
+        return StateStore(backend)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The committed run row, from sync code."""
+        return run_sync(lambda: self.store.get_run(run_id), inline=self._inline())
+
+    def is_running(self, run_id: str) -> bool:
+        """True while the run is not completed, failed or cancelled."""
+        return not self.get_run(run_id).finished
+
+    def snapshot(
+        self, binding: Binding, run_id: str, serializer: BaseSerializer, *, include_state: bool = True
+    ) -> dict[str, Any]:
+        """``ctx.to_dict()`` of a started run."""
+        return build_snapshot(binding, self.store, run_id, serializer, include_state=include_state)
+
+    def send_event(self, binding: Binding, run_id: str, event: Event, step: str | None) -> None:
+        """Send an event into a run from sync code (errors about the target raise here)."""
+        if step is not None:
+            binding.check_target(step, event)
+        self.submit(self.engine.send_event(binding, run_id, event, step))
+
+    def submit(self, coro: Any) -> None:
+        """Run a coroutine in the background (or now, without a running loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(coro)
+            return
+        task = loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def running_steps(self, run_id: str) -> list[str]:
+        """Steps with a running delivery in ``run_id``."""
+        running = await self.store.list_deliveries(run_id, ["running"])
+        return sorted({d.step for d in running})
+
+    async def cancel(self, binding: Binding, run_id: str) -> None:
+        """Cancel the run."""
+        await self.engine.cancel(binding, run_id)
+
+    async def stream(self, binding: Binding, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Stream entries after ``after_seq`` until the run's final event."""
+        seq = after_seq
+        while True:
+            signal = self._signal(run_id)
+            entries = await self.store.read_stream(run_id, seq)
+            for entry in entries:
+                seq = entry.seq
+                event = binding.codec.decode_event(entry.event)
+                yield event
+                if isinstance(event, StopEvent):
+                    return
+            if not entries:
+                run = await self.store.get_run(run_id)
+                if run.finished and not await self.store.read_stream(run_id, seq):
+                    return
+                await self._wait(signal)
+
+    async def result(self, binding: Binding, run_id: str) -> StopEvent:
+        """Wait for the run to finish: its StopEvent, or the error it ended with."""
+        while True:
+            signal = self._signal(run_id)
+            run = await self.store.get_run(run_id)
+            if run.finished:
+                return self.outcome(binding, run)
+            await self._wait(signal)
+
+    def result_event(self, binding: Binding, run_id: str) -> StopEvent:
+        """The StopEvent of a finished run, from sync code."""
+        return self.outcome(binding, self.get_run(run_id))
+
+    @staticmethod
+    def outcome(binding: Binding, run: RunRecord) -> StopEvent:
+        """A finished run's StopEvent, or raise what it failed with (upstream's errors)."""
+        if run.status == "completed":
+            event = binding.codec.decode_event(run.result)
+            assert isinstance(event, StopEvent)
+            return event
+        error = run.error or {}
+        if run.status == "cancelled":
+            raise WorkflowCancelledByUser()
+        if error.get("kind") == "timeout":
+            raise WorkflowTimeoutError(error.get("message", "Operation timed out"))
+        if error.get("kind") == "step" or "exception_type" in error:
+            raise binding.codec.decode_error(error)
+        if run.status == "failed":
+            raise WorkflowRuntimeError(f"run {run.run_id!r} failed: {error}")
+        raise WorkflowRuntimeError(f"run {run.run_id!r} is still {run.status}")

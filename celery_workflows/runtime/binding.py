@@ -1,0 +1,90 @@
+"""A workflow as the engine sees it: its steps, router, codec and state type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from .._serializers import JsonSerializer
+from .._signature import StepSpec
+from ..context.state_store import DictState
+from ..errors import WorkflowRuntimeError
+from ..events import Event, StartEvent, StopEvent
+from .codec import Codec, JsonCodec, LiveCodec
+from .routing import Router
+
+if TYPE_CHECKING:
+    from ..workflow import Workflow
+
+
+@dataclass
+class Binding:
+    """Everything per workflow that the engine computes once, not per message."""
+
+    workflow: Workflow
+    name: str
+    specs: dict[str, StepSpec]
+    functions: dict[str, Callable[..., Any]]
+    codec: Codec
+    router: Router
+    state_type: type[BaseModel]
+
+    def check_target(self, step: str, event: Event) -> None:
+        """Raise WorkflowRuntimeError unless ``step`` exists and accepts ``event``."""
+        spec = self.specs.get(step)
+        if spec is None:
+            raise WorkflowRuntimeError(f"Step {step} does not exist")
+        if not spec.accepts(event):
+            raise WorkflowRuntimeError(f"Step {step} does not accept event of type {type(event)}")
+
+    def error_handler(self, failed_step: str) -> StepSpec | None:
+        """The ``@catch_error`` handler that covers ``failed_step``, if any."""
+        handlers = [s for s in self.specs.values() if s.role == "catch_error"]
+        if failed_step in {h.name for h in handlers}:
+            return None  # a failing handler fails the run
+        scoped = [h for h in handlers if h.catch_error_for_steps and failed_step in h.catch_error_for_steps]
+        if scoped:
+            return scoped[0]
+        wildcard = [h for h in handlers if h.catch_error_for_steps is None]
+        return wildcard[0] if wildcard else None
+
+
+def state_type_of(specs: dict[str, StepSpec]) -> type[BaseModel]:
+    """The typed state declared by ``Context[Model]`` annotations, else DictState."""
+    for spec in specs.values():
+        if spec.context_state_type is not None:
+            return spec.context_state_type
+    return DictState
+
+
+def workflow_types(specs: dict[str, StepSpec], state_type: type[BaseModel]) -> list[type[Any]]:
+    """Every class a payload of this workflow may name (events and state)."""
+    types: list[type[Any]] = [StartEvent, StopEvent, state_type]
+    for spec in specs.values():
+        types.extend(spec.accepted_events)
+        types.extend(spec.output_events)
+    return list(dict.fromkeys(types))
+
+
+def bind(workflow: Workflow, *, json_payloads: bool) -> Binding:
+    """Compute the binding of ``workflow`` for a store that wants JSON or live payloads."""
+    specs = workflow._step_specs()
+    state_type = state_type_of(specs)
+    codec: Codec
+    if json_payloads:
+        serializer = JsonSerializer(allowed_types=workflow_types(specs, state_type))
+        codec = JsonCodec(serializer, state_type)
+    else:
+        codec = LiveCodec()
+    return Binding(
+        workflow=workflow,
+        name=workflow.workflow_name,
+        specs=specs,
+        functions=workflow._step_functions_by_name(),
+        codec=codec,
+        router=Router(specs, codec),
+        state_type=state_type,
+    )

@@ -1,0 +1,139 @@
+"""How the runtime turns events, state and errors into store payloads and back.
+
+The in-memory store keeps live objects (:class:`LiveCodec`: no copies on the hot path, so
+events may carry any Python object, as upstream allows in-process). Stores that persist
+get JSON (:class:`JsonCodec`) resolved only against the workflow's registered types.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from .._serializers import JsonSerializer, qualified_name
+from ..context.state_store import DictState, copy_for_edit
+from ..errors import InvalidMessageError, StateValidationError
+from ..events import Event, _dump_exception, _load_exception
+
+
+class Codec(Protocol):
+    """Payload conversions between the runtime and a run store."""
+
+    def encode_event(self, event: Event) -> Any: ...
+    def decode_event(self, payload: Any) -> Event: ...
+    def encode_state(self, state: BaseModel) -> Any: ...
+    def decode_state(self, payload: Any, *, for_edit: bool) -> BaseModel: ...
+    def encode_value(self, value: Any) -> Any: ...
+    def decode_value(self, payload: Any) -> Any: ...
+    def encode_error(self, exc: BaseException) -> dict[str, Any]: ...
+    def decode_error(self, payload: dict[str, Any]) -> BaseException: ...
+
+
+class LiveCodec:
+    """Identity codec for the in-memory store; edits get a deep copy of the state."""
+
+    def encode_event(self, event: Event) -> Any:
+        return event
+
+    def decode_event(self, payload: Any) -> Event:
+        return payload  # type: ignore[no-any-return]
+
+    def encode_state(self, state: BaseModel) -> Any:
+        return state
+
+    def decode_state(self, payload: Any, *, for_edit: bool) -> BaseModel:
+        return copy_for_edit(payload) if for_edit else payload  # type: ignore[no-any-return]
+
+    def encode_value(self, value: Any) -> Any:
+        return value
+
+    def decode_value(self, payload: Any) -> Any:
+        return payload
+
+    def encode_error(self, exc: BaseException) -> dict[str, Any]:
+        return {**_dump_exception(exc), "exception": exc}
+
+    def decode_error(self, payload: dict[str, Any]) -> BaseException:
+        exc = payload.get("exception")
+        return exc if isinstance(exc, BaseException) else _load_exception(payload)
+
+
+def _check_json(value: Any, path: str) -> None:
+    """Raise StateValidationError naming the first key path that is not JSON."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise StateValidationError(f"{path}: key {key!r} is not a string")
+            _check_json(item, f"{path}[{key!r}]")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+        return
+    raise StateValidationError(
+        f"{path}: object of type {type(value).__name__} is not JSON serializable"
+    )
+
+
+class JsonCodec:
+    """JSON payloads; classes resolve only against ``serializer``'s allowed types."""
+
+    def __init__(self, serializer: JsonSerializer, state_type: type[BaseModel]) -> None:
+        self.serializer = serializer
+        self.state_type = state_type
+
+    def encode_event(self, event: Event) -> Any:
+        data = self.serializer.serialize_value(event)
+        _check_json(data, f"event {type(event).__name__}")
+        return data
+
+    def decode_event(self, payload: Any) -> Event:
+        try:
+            event = self.serializer.deserialize_value(payload)
+        except Exception as exc:
+            raise InvalidMessageError(f"event payload rejected: {exc}") from exc
+        if not isinstance(event, Event):
+            raise InvalidMessageError(f"payload is not an event: {str(payload)[:200]}")
+        return event
+
+    def encode_state(self, state: BaseModel) -> Any:
+        if isinstance(state, DictState):
+            data: Any = {"_data": {k: self.serializer.serialize_value(v) for k, v in state.items()}}
+        else:
+            data = self.serializer.serialize_value(state)
+        _check_json(data, "state")
+        return data
+
+    def decode_state(self, payload: Any, *, for_edit: bool) -> BaseModel:
+        if payload is None:
+            return self.state_type()
+        if "_data" in payload and not payload.get("__is_pydantic"):
+            return DictState(_data={k: self.serializer.deserialize_value(v) for k, v in payload["_data"].items()})
+        state = self.serializer.deserialize_value(copy.deepcopy(payload) if for_edit else payload)
+        if not isinstance(state, BaseModel):
+            raise StateValidationError(f"stored state decoded to {type(state).__name__}")
+        return state
+
+    def encode_value(self, value: Any) -> Any:
+        data = self.serializer.serialize_value(value)
+        _check_json(data, "value")
+        return data
+
+    def decode_value(self, payload: Any) -> Any:
+        return self.serializer.deserialize_value(payload)
+
+    def encode_error(self, exc: BaseException) -> dict[str, Any]:
+        return _dump_exception(exc)
+
+    def decode_error(self, payload: dict[str, Any]) -> BaseException:
+        return _load_exception(payload)
+
+
+def event_type_name(event_or_type: Event | type[Event]) -> str:
+    """Qualified name of an event (type)."""
+    cls = event_or_type if isinstance(event_or_type, type) else type(event_or_type)
+    return qualified_name(cls)

@@ -1,0 +1,241 @@
+"""The completion transaction of a delivery (DESIGN invariant 3).
+
+Whatever a step did (returned events, suspended in ``wait_for_event``, failed) is
+committed in one transaction under the run lock, fenced by the delivery's attempt: the
+outputs become deliveries, the delivery is closed, a StopEvent completes the run. The new
+deliveries are published only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .._signature import StepSpec
+from ..errors import InvalidMessageError, WorkflowRuntimeError
+from ..events import (
+    Event,
+    InputRequiredEvent,
+    StepFailedEvent,
+    StopEvent,
+    WorkflowFailedEvent,
+)
+from ..store.base import DeliveryRecord, NewDelivery, RunTxn, utcnow
+from .binding import Binding
+from .routing import Output, child_id
+from .step_context import Invocation, StepSuspended
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("celery_workflows.engine")
+
+
+@dataclass
+class Outcome:
+    """What one invocation of a step ended with."""
+
+    invocation: Invocation
+    result: Any = None
+    suspended: StepSuspended | None = None
+    error: BaseException | None = None
+
+
+def copy_meta(value: Any) -> Any:
+    """Copy meta's dicts and lists (so a rolled-back transaction leaves it untouched),
+    sharing the payloads inside them."""
+    if isinstance(value, dict):
+        return {k: copy_meta(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_meta(v) for v in value]
+    return value
+
+
+def returned_outputs(inv: Invocation, result: Any) -> list[Output]:
+    """The events a step returned, as outputs (a list return opens a fan-out stream)."""
+    if result is None:
+        return []
+    if isinstance(result, Event):
+        return [Output(result, None, inv.scope)]
+    if isinstance(result, list | tuple) and inv.spec.is_fan_out:
+        bad = [r for r in result if not isinstance(r, Event)]
+        if not bad:
+            stream = child_id(inv.delivery.delivery_id, "fan-out")
+            size = len(result)
+            return [
+                Output(ev, None, (*inv.scope, (stream, i, size))) for i, ev in enumerate(result)
+            ]
+    raise WorkflowRuntimeError(
+        f"Step function {inv.spec.name} returned {type(result).__name__} instead of an Event "
+        f"instance (run {inv.delivery.run_id!r}, step {inv.spec.name!r})."
+    )
+
+
+class Completer:
+    """Commits outcomes for an :class:`~celery_workflows.runtime.engine.Engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def complete(
+        self, binding: Binding, delivery: DeliveryRecord, spec: StepSpec, outcome: Outcome
+    ) -> None:
+        """Commit ``outcome`` of ``delivery``."""
+        if outcome.suspended is not None:
+            await self._commit(binding, delivery, outcome.invocation.sent, outcome.suspended)
+            return
+        if outcome.error is None:
+            try:
+                outputs = [*outcome.invocation.sent, *returned_outputs(outcome.invocation, outcome.result)]
+            except WorkflowRuntimeError as exc:
+                outcome.error = exc
+            else:
+                await self._commit(binding, delivery, outputs, None)
+                return
+        await self._failed(binding, delivery, spec, outcome.error)
+
+    async def _commit(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        outputs: list[Output],
+        suspended: StepSuspended | None,
+    ) -> None:
+        codec = binding.codec
+        stop = next((o.event for o in outputs if isinstance(o.event, StopEvent)), None)
+        rest = [o for o in outputs if not isinstance(o.event, StopEvent)]
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            meta = copy_meta(txn.run.meta)
+            for i, out in enumerate(rest):
+                if isinstance(out.event, InputRequiredEvent):
+                    await txn.append_stream(codec.encode_event(out.event), f"{delivery.delivery_id}:o{i}")
+            if suspended is not None:
+                await self._register_waiter(binding, txn, meta, suspended)
+            routed = binding.router.route(meta, rest, delivery.delivery_id)
+            txn.add_deliveries(routed.deliveries)
+            txn.set_meta(meta)
+            txn.finish_delivery(delivery.fence, "done")
+            if stop is not None:
+                payload = codec.encode_event(stop)
+                await txn.append_stream(payload, f"{delivery.run_id}:stop")
+                txn.set_status("completed", result=payload)
+            else:
+                await self._settle_status(txn, delivery, meta, routed.deliveries)
+        if stop is None:
+            self.engine.publish(binding, delivery.run_id, routed.deliveries)
+        self.engine.notify(delivery.run_id)
+
+    async def _register_waiter(
+        self, binding: Binding, txn: RunTxn, meta: dict[str, Any], suspended: StepSuspended
+    ) -> None:
+        waiter = suspended.waiter
+        waiters = meta.setdefault("waiters", [])
+        waiters[:] = [w for w in waiters if w["waiter_id"] != waiter["waiter_id"] or w["journal_id"] != waiter["journal_id"]]
+        waiters.append(waiter)
+        if suspended.waiter_event is not None:
+            key = f"{waiter['journal_id']}:waiter:{waiter['waiter_id']}"
+            await txn.append_stream(binding.codec.encode_event(suspended.waiter_event), key)
+
+    @staticmethod
+    async def _settle_status(
+        txn: RunTxn, delivery: DeliveryRecord, meta: dict[str, Any], added: list[NewDelivery]
+    ) -> None:
+        if added:
+            if txn.run.status == "waiting":
+                txn.set_status("running")
+            return
+        others = [d for d in await txn.open_deliveries() if d.delivery_id != delivery.delivery_id]
+        if not others and meta.get("waiters") and txn.run.status == "running":
+            txn.set_status("waiting")
+
+    async def _failed(
+        self, binding: Binding, delivery: DeliveryRecord, spec: StepSpec, exc: BaseException
+    ) -> None:
+        now = utcnow()
+        retry = dict(delivery.extra.get("retry") or {})
+        failures = int(retry.get("count", 0)) + 1
+        first = datetime.fromisoformat(retry["first_failed_at"]) if "first_failed_at" in retry else now
+        elapsed = (now - first).total_seconds()
+        policy = spec.retry_policy
+        delay = policy.next(elapsed, failures, exc) if policy is not None and isinstance(exc, Exception) else None
+        if delay is not None:
+            retry.update(
+                count=failures,
+                first_failed_at=first.isoformat(),
+                last_failed_at=now.isoformat(),
+                last_error=binding.codec.encode_error(exc),
+            )
+            await self._retry(binding, delivery, now + timedelta(seconds=delay), retry)
+            return
+        handler = binding.error_handler(spec.name)
+        if handler is not None and await self._recover(binding, delivery, handler, exc, failures, elapsed, now):
+            return
+        await self._fail_run(binding, delivery, exc, failures, elapsed)
+
+    async def _retry(
+        self, binding: Binding, delivery: DeliveryRecord, due: datetime, retry: dict[str, Any]
+    ) -> None:
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            txn.reschedule_delivery(delivery.fence, due, {**delivery.extra, "retry": retry})
+        retried = NewDelivery(delivery.delivery_id, delivery.step, delivery.event, not_before=due)
+        self.engine.publish(binding, delivery.run_id, [retried])
+
+    async def _recover(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        handler: StepSpec,
+        exc: BaseException,
+        failures: int,
+        elapsed: float,
+        now: datetime,
+    ) -> bool:
+        event = StepFailedEvent(
+            step_name=delivery.step,
+            input_event=binding.codec.decode_event(delivery.event),
+            exception=exc,
+            attempts=failures,
+            elapsed_seconds=elapsed,
+            failed_at=now,
+        )
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            meta = copy_meta(txn.run.meta)
+            used = meta.setdefault("recoveries", {}).get(handler.name, 0)
+            if used >= handler.catch_error_max_recoveries:
+                return False
+            meta["recoveries"][handler.name] = used + 1
+            routed = binding.router.route(meta, [Output(event, handler.name)], delivery.delivery_id)
+            txn.add_deliveries(routed.deliveries)
+            txn.set_meta(meta)
+            txn.finish_delivery(delivery.fence, "failed", binding.codec.encode_error(exc))
+        self.engine.publish(binding, delivery.run_id, routed.deliveries)
+        return True
+
+    async def _fail_run(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        exc: BaseException,
+        failures: int,
+        elapsed: float,
+    ) -> None:
+        codec = binding.codec
+        log.warning(
+            "run %s step %s failed: %s: %s", delivery.run_id, delivery.step, type(exc).__name__, exc
+        )
+        error = {**codec.encode_error(exc), "kind": "step", "step": delivery.step}
+        event = WorkflowFailedEvent(
+            step_name=delivery.step, exception=exc, attempts=failures, elapsed_seconds=elapsed
+        )
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            await txn.append_stream(codec.encode_event(event), f"{delivery.run_id}:failed")
+            txn.finish_delivery(delivery.fence, "failed", codec.encode_error(exc))
+            txn.set_status("failed", error=error)
+        self.engine.notify(delivery.run_id)
+
+    async def reject(self, binding: Binding, delivery: DeliveryRecord, reason: str) -> None:
+        """Fail the run of a delivery that cannot be processed, naming run and step."""
+        exc = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {reason}")
+        await self._fail_run(binding, delivery, exc, 1, 0.0)

@@ -1,0 +1,283 @@
+"""The run lifecycle, in one place, for every runtime.
+
+start: run row + start delivery in one transaction, then publish.
+execute(delivery): claim (new attempt, lease) -> run the step with a Context bound to the
+    row -> complete in one transaction (outputs become deliveries, the delivery is done, a
+    StopEvent completes the run) -> publish the new deliveries after commit.
+The in-process runtime and the Celery runtime differ only in their dispatcher and in how
+callers wait; both drive this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import FencedOutError, WorkflowRuntimeError
+from ..events import Event, StartEvent, WorkflowCancelledEvent, WorkflowTimedOutEvent
+from ..store.base import (
+    DeliveryRecord,
+    NewDelivery,
+    NewRun,
+    RunRecord,
+    RunStore,
+    RunTxn,
+    utcnow,
+)
+from .binding import Binding, bind
+from .completion import Completer, Outcome
+from .invoke import call_step
+from .routing import Output
+from .step_context import CollectNeeded, Invocation, StepSuspended, match_collect
+
+if TYPE_CHECKING:
+    from ..workflow import Workflow
+
+log = logging.getLogger("celery_workflows.engine")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A delivery to hand to workers (after its transaction committed)."""
+
+    delivery_id: str
+    run_id: str
+    workflow_name: str
+    step: str
+    not_before: Any = None
+
+
+class Dispatcher(Protocol):
+    """Sends deliveries to whoever executes them."""
+
+    def dispatch(self, items: Sequence[Dispatch]) -> None: ...
+
+
+class Listener(Protocol):
+    """Told when a run's stream or status changed (in-process waiters)."""
+
+    def changed(self, run_id: str) -> None: ...
+
+
+class Engine:
+    """Drives runs over a :class:`RunStore` and a :class:`Dispatcher`."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        dispatcher: Dispatcher,
+        *,
+        lease_seconds: float = 3600.0,
+        max_collect_rounds: int = 64,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.lease_seconds = lease_seconds
+        self.max_collect_rounds = max_collect_rounds
+        self.bindings: dict[str, Binding] = {}
+        self.listeners: list[Listener] = []
+        self._completer = Completer(self)
+
+    # --- registration ------------------------------------------------------------------
+
+    def register(self, workflow: Workflow) -> Binding:
+        """Bind ``workflow`` (its name routes deliveries to it)."""
+        binding = bind(workflow, json_payloads=self.store.json_payloads)
+        self.bindings[binding.name] = binding
+        return binding
+
+    def binding_for(self, workflow_name: str) -> Binding:
+        """The binding of a registered workflow name (WorkflowRuntimeError if unknown)."""
+        try:
+            return self.bindings[workflow_name]
+        except KeyError:
+            raise WorkflowRuntimeError(
+                f"workflow {workflow_name!r} is not registered with this runtime"
+            ) from None
+
+    def notify(self, run_id: str) -> None:
+        """Tell listeners that ``run_id`` changed."""
+        for listener in self.listeners:
+            listener.changed(run_id)
+
+    # --- start -------------------------------------------------------------------------
+
+    async def start(
+        self,
+        binding: Binding,
+        start_event: StartEvent | None,
+        *,
+        run_id: str,
+        state: Any,
+        timeout: float | None,
+        resume: Sequence[NewDelivery] = (),
+        meta: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        publish: bool = True,
+    ) -> tuple[RunRecord, bool]:
+        """Create the run with its first deliveries; publish them after commit."""
+        codec = binding.codec
+        deliveries = list(resume)
+        if start_event is not None:
+            routed = binding.router.route({}, [Output(start_event)], f"{run_id}:start")
+            deliveries.extend(routed.deliveries)
+        deadline = utcnow() + timedelta(seconds=timeout) if timeout else None
+        new = NewRun(
+            run_id=run_id,
+            workflow_name=binding.name,
+            state=codec.encode_state(state),
+            meta=dict(meta or {}),
+            idempotency_key=idempotency_key,
+            deadline_at=deadline,
+        )
+        record, created = await self.store.create_run(new, deliveries)
+        if created and publish:
+            self.publish(binding, run_id, deliveries)
+        return record, created
+
+    def publish(
+        self, binding: Binding, run_id: str, deliveries: Sequence[NewDelivery | DeliveryRecord]
+    ) -> None:
+        """Hand committed deliveries to the dispatcher."""
+        if deliveries:
+            self.dispatcher.dispatch(
+                [
+                    Dispatch(d.delivery_id, run_id, binding.name, d.step, d.not_before)
+                    for d in deliveries
+                ]
+            )
+
+    # --- execute one delivery ------------------------------------------------------------
+
+    async def execute(self, delivery_id: str) -> None:
+        """Claim and run one delivery; a redelivered or stale message is dropped."""
+        claim = await self.store.claim(delivery_id, lease_seconds=self.lease_seconds)
+        if claim.outcome != "claimed" or claim.delivery is None:
+            log.debug("delivery %s not run: %s", delivery_id, claim.outcome)
+            return
+        delivery = claim.delivery
+        run = await self.store.get_run(delivery.run_id)
+        binding = self.binding_for(run.workflow_name)
+        spec = binding.specs.get(delivery.step)
+        if spec is None:
+            await self._completer.reject(binding, delivery, f"unknown step {delivery.step!r}")
+            return
+        inv_outcome = await self._run(binding, delivery)
+        try:
+            await self._completer.complete(binding, delivery, spec, inv_outcome)
+        except FencedOutError as exc:
+            # The run finished or another attempt took over: this attempt's work is void.
+            log.info("completion of %s refused: %s", delivery_id, exc)
+
+    async def _run(self, binding: Binding, delivery: DeliveryRecord) -> Outcome:
+        from ..context.context import Context
+
+        event = binding.codec.decode_event(delivery.event)
+        spec = binding.specs[delivery.step]
+        collected: dict[int, list[Event] | None] = {}
+        for _ in range(self.max_collect_rounds):
+            inv = Invocation(self, binding, delivery, spec, collected=dict(collected))
+            ctx: Context[Any] = Context._for_step(binding.workflow, inv)
+            try:
+                result = await call_step(inv, ctx, event)
+                await inv.flush()
+                return Outcome(inv, result=result)
+            except CollectNeeded as need:
+                await inv.flush()
+                collected[need.index] = await self._collect(binding, delivery, need)
+            except StepSuspended as suspended:
+                await inv.flush()
+                return Outcome(inv, suspended=suspended)
+            except Exception as exc:
+                await inv.flush()
+                return Outcome(inv, error=exc)
+        return Outcome(inv, error=WorkflowRuntimeError("collect_events called too many times"))
+
+    async def _collect(
+        self, binding: Binding, delivery: DeliveryRecord, need: CollectNeeded
+    ) -> list[Event] | None:
+        codec = binding.codec
+        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
+            mark = await txn.journal_get(delivery.journal_id, 1_000_000 + need.index)
+            if mark is not None:
+                return _decode_list(codec, mark.result)
+            meta = dict(txn.run.meta)
+            buffers = dict(meta.get("collect", {}))
+            key = f"{delivery.step}|{need.buffer_id}"
+            payloads = [*buffers.get(key, []), codec.encode_event(need.event)]
+            events = [codec.decode_event(p) for p in payloads]
+            used = match_collect(events, need.expected)
+            result = [events[i] for i in used] if used is not None else None
+            if used is not None:
+                payloads = [p for i, p in enumerate(payloads) if i not in used]
+            buffers[key] = payloads
+            meta["collect"] = buffers
+            txn.set_meta(meta)
+            encoded = [codec.encode_event(e) for e in result] if result is not None else None
+            txn.journal_put(delivery.journal_id, 1_000_000 + need.index, encoded)
+            return result
+
+    # --- events from outside, stream, cancel, timeout ------------------------------------
+
+    async def send_event(self, binding: Binding, run_id: str, event: Event, step: str | None) -> None:
+        """Send ``event`` into a run from outside (a human's answer, a nudge)."""
+        if step is not None:
+            binding.check_target(step, event)
+        parent = f"{run_id}:ext-{uuid.uuid4().hex}"
+        async with self.store.locked(run_id) as txn:
+            if txn.run.finished:
+                return
+            meta = dict(txn.run.meta)
+            routed = binding.router.route(meta, [Output(event, step)], parent)
+            txn.set_meta(meta)
+            txn.add_deliveries(routed.deliveries)
+            if routed.deliveries and txn.run.status == "waiting":
+                txn.set_status("running")
+        self.publish(binding, run_id, routed.deliveries)
+        self.notify(run_id)
+
+    async def append_stream(self, binding: Binding, run_id: str, event: Event, key: str | None) -> int:
+        """Append ``event`` to the run's stream."""
+        async with self.store.locked(run_id) as txn:
+            seq = await txn.append_stream(binding.codec.encode_event(event), key)
+        self.notify(run_id)
+        return seq
+
+    async def cancel(self, binding: Binding, run_id: str) -> bool:
+        """Cancel a run: stream WorkflowCancelledEvent, status cancelled."""
+        return await self._halt(
+            binding, run_id, WorkflowCancelledEvent(), "cancelled", {"kind": "cancelled"}
+        )
+
+    async def expire(self, binding: Binding, run_id: str, timeout: float) -> bool:
+        """Fail a run that outlived its timeout, like upstream (WorkflowTimeoutError)."""
+        async with self.store.locked(run_id) as txn:
+            active = sorted({d.step for d in await txn.open_deliveries() if d.status == "running"})
+        info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
+        error = {"kind": "timeout", "message": f"Operation timed out after {timeout} seconds. {info}"}
+        event = WorkflowTimedOutEvent(timeout=timeout, active_steps=active)
+        return await self._halt(binding, run_id, event, "failed", error)
+
+    async def _halt(
+        self, binding: Binding, run_id: str, event: Event, status: Any, error: dict[str, Any]
+    ) -> bool:
+        async with self.store.locked(run_id) as txn:
+            if txn.run.finished:
+                return False
+            await txn.append_stream(binding.codec.encode_event(event), f"{run_id}:halt")
+            txn.set_status(status, error=error)
+        self.notify(run_id)
+        return True
+
+
+def _decode_list(codec: Any, payload: Any) -> list[Event] | None:
+    if payload is None:
+        return None
+    return [codec.decode_event(p) for p in payload]
+
+
+__all__ = ["Dispatch", "Dispatcher", "Engine", "Listener", "RunTxn"]

@@ -1,0 +1,173 @@
+"""The in-process runtime: the default when a workflow is given no runtime.
+
+Same engine as the Celery runtime, over the in-memory run store, with an inline
+dispatcher that runs each delivery as an asyncio task of the current loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..store.base import utcnow
+from ..store.memory import InMemoryRunStore
+from .base import BaseRuntime
+from .binding import Binding
+from .engine import Dispatch, Engine
+
+if TYPE_CHECKING:
+    from ..context.context import Context
+    from ..events import StartEvent
+    from ..handler import WorkflowHandler
+    from ..workflow import Workflow
+
+log = logging.getLogger("celery_workflows.local")
+
+
+class InlineDispatcher:
+    """Executes deliveries as tasks of the running loop, ``num_workers`` at a time per step."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self.tasks: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
+
+    def dispatch(self, items: Sequence[Dispatch]) -> None:
+        """Schedule each delivery now, or at its ``not_before``."""
+        loop = asyncio.get_running_loop()
+        for item in items:
+            delay = (item.not_before - utcnow()).total_seconds() if item.not_before else 0.0
+            if delay > 0:
+                loop.call_later(delay, self._spawn, item)
+            else:
+                self._spawn(item)
+
+    def _spawn(self, item: Dispatch) -> None:
+        task = asyncio.get_running_loop().create_task(self._execute(item))
+        runs = self.tasks[item.run_id]
+        runs.add(task)
+        task.add_done_callback(runs.discard)
+
+    async def _execute(self, item: Dispatch) -> None:
+        assert self.engine is not None
+        binding = self.engine.bindings.get(item.workflow_name)
+        workers = binding.specs[item.step].num_workers if binding and item.step in binding.specs else 1
+        key = (item.run_id, item.step)
+        limit = self._limits.setdefault(key, asyncio.Semaphore(workers))
+        async with limit:
+            try:
+                await self.engine.execute(item.delivery_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery %s of run %s crashed the engine", item.delivery_id, item.run_id)
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel the tasks still executing deliveries of ``run_id``."""
+        current = asyncio.current_task()
+        for task in list(self.tasks.pop(run_id, ())):
+            if task is not current:
+                task.cancel()
+        for key in [k for k in self._limits if k[0] == run_id]:
+            del self._limits[key]
+
+
+class LocalRuntime(BaseRuntime):
+    """Runs workflows in this process, in the current event loop (no servers)."""
+
+    def __init__(self, store: InMemoryRunStore | None = None) -> None:
+        self.dispatcher = InlineDispatcher()
+        super().__init__(store or InMemoryRunStore(), self.dispatcher)
+        self.dispatcher.engine = self.engine
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._active: dict[str, set[str]] = defaultdict(set)
+        self._queued: dict[str, list[tuple[Binding, str]]] = defaultdict(list)
+
+    def start(
+        self,
+        workflow: Workflow,
+        ctx: Context[Any],
+        start_event: StartEvent | None,
+        run_id: str | None,
+    ) -> WorkflowHandler:
+        """Start a run in this loop (queued while ``num_concurrent_runs`` are active)."""
+        handler = super().start(workflow, ctx, start_event, run_id)
+        binding = self.binding(workflow)
+        timeout = workflow._timeout
+        if timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._timers[handler.run_id] = loop.call_later(
+                timeout, self._expire, binding, handler.run_id, timeout
+            )
+        return handler
+
+    def _create(self, binding: Binding, start_event: Any, run_id: str, state: Any, resume: list[Any], meta: dict[str, Any]) -> None:
+        limit = binding.workflow._num_concurrent_runs
+        active = self._active[binding.name]
+        # Over the limit the run row commits but its start delivery is published only
+        # when a running run of this workflow finishes (see changed()).
+        held = limit is not None and len(active) >= limit
+        if held:
+            self._queued[binding.name].append((binding, run_id))
+        else:
+            active.add(run_id)
+        super()._create(binding, start_event, run_id, state, resume, meta, publish=not held)
+
+    def _expire(self, binding: Binding, run_id: str, timeout: float) -> None:
+        self._timers.pop(run_id, None)
+        self.submit(self._expire_and_stop(binding, run_id, timeout))
+
+    async def _expire_and_stop(self, binding: Binding, run_id: str, timeout: float) -> None:
+        if await self.engine.expire(binding, run_id, timeout):
+            self.dispatcher.cancel_run(run_id)
+
+    async def cancel(self, binding: Binding, run_id: str) -> None:
+        """Cancel the run and stop its in-flight steps."""
+        await super().cancel(binding, run_id)
+        self.dispatcher.cancel_run(run_id)
+
+    def changed(self, run_id: str) -> None:
+        """Wake waiters; on a finished run, free its timer and concurrency slot."""
+        super().changed(run_id)
+        try:
+            run = self.get_run(run_id)
+        except Exception:
+            return
+        if not run.finished:
+            return
+        timer = self._timers.pop(run_id, None)
+        if timer is not None:
+            timer.cancel()
+        active = self._active.get(run.workflow_name)
+        if active is not None and run_id in active:
+            active.discard(run_id)
+            self._release(run.workflow_name)
+
+    def _release(self, workflow_name: str) -> None:
+        queue = self._queued.get(workflow_name)
+        if queue:
+            binding, run_id = queue.pop(0)
+            self._active[workflow_name].add(run_id)
+            self.submit(self._publish_held(binding, run_id))
+
+    async def _publish_held(self, binding: Binding, run_id: str) -> None:
+        pending = await self.store.list_deliveries(run_id, ["pending"])
+        self.engine.publish(binding, run_id, pending)
+
+
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalRuntime] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_runtime() -> LocalRuntime:
+    """The in-process runtime of the running event loop (one per loop)."""
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.get(loop)
+    if runtime is None:
+        runtime = _runtimes[loop] = LocalRuntime()
+    return runtime

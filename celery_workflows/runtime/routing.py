@@ -1,0 +1,168 @@
+"""Pure routing: which deliveries an event becomes, given the run's meta.
+
+No I/O here. The engine calls :func:`route` inside the completion transaction, under the
+run lock, with the run's meta; the function mutates that meta copy (join buffers, fan-in
+buffers, waiters) and returns the deliveries to insert.
+
+Meta keys (all JSON-compatible when the codec is JSON):
+- ``waiters``: open ``wait_for_event`` calls: step, journal id, trigger event, awaited type;
+- ``joins``: ``{step: {param: [event payload, ...]}}`` for multi-parameter steps;
+- ``fanin``: ``{"step|stream": {"size": n, "items": {index: payload}}}`` for ``list[E]``;
+- ``collect``: ``{"step|buffer": [payload, ...]}`` for ``ctx.collect_events``;
+- ``recoveries``: ``{handler: count}`` for ``@catch_error`` budgets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._signature import StepSpec
+from ..events import Event
+from ..store.base import NewDelivery
+from .codec import Codec, event_type_name
+
+
+def child_id(parent_id: str, index: int | str) -> str:
+    """Deterministic id of the ``index``-th output of ``parent_id``."""
+    digest = hashlib.blake2b(f"{parent_id}/{index}".encode(), digest_size=10).hexdigest()
+    return f"{parent_id.split(':', 1)[0]}:{digest}"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One event a delivery emits (returned or sent), possibly addressed to one step."""
+
+    event: Event
+    step: str | None = None
+    scope: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass
+class Routed:
+    """What :func:`route` decided."""
+
+    deliveries: list[NewDelivery] = field(default_factory=list)
+    unhandled: list[Event] = field(default_factory=list)
+
+
+def _matches_requirements(event: Event, requirements: Mapping[str, Any]) -> bool:
+    for key, value in requirements.items():
+        actual = event.get(key, getattr(event, key, None)) if key in event else None
+        if actual is None:
+            actual = getattr(event, key, None)
+        if actual != value:
+            return False
+    return True
+
+
+class Router:
+    """Routes events to the steps of one workflow."""
+
+    def __init__(self, specs: Mapping[str, StepSpec], codec: Codec) -> None:
+        self.specs = specs
+        self.codec = codec
+
+    def targets(self, event: Event, step: str | None) -> list[StepSpec]:
+        """Steps that take ``event``: all accepting steps, or just ``step`` if given."""
+        if step is not None:
+            return [self.specs[step]]
+        return [s for s in self.specs.values() if s.role == "step" and s.accepts(event)]
+
+    def route(
+        self,
+        meta: dict[str, Any],
+        outputs: Sequence[Output],
+        parent_id: str,
+    ) -> Routed:
+        """Turn outputs into deliveries, buffering joins and fan-ins in ``meta``."""
+        routed = Routed()
+        for index, out in enumerate(outputs):
+            payload = self.codec.encode_event(out.event)
+            handled = self._resume_waiters(meta, out.event, payload, f"{parent_id}/{index}", routed)
+            targets = self.targets(out.event, out.step)
+            for spec in targets:
+                key = f"{index}/{spec.name}"
+                self._deliver(meta, spec, out, payload, child_id(parent_id, key), parent_id, routed)
+            if not targets and not handled:
+                routed.unhandled.append(out.event)
+        return routed
+
+    def _deliver(
+        self,
+        meta: dict[str, Any],
+        spec: StepSpec,
+        out: Output,
+        payload: Any,
+        delivery_id: str,
+        parent_id: str,
+        routed: Routed,
+    ) -> None:
+        extra: dict[str, Any] = {"scope": [list(s) for s in out.scope]}
+        if spec.is_collect:
+            if not self._fan_in(meta, spec, out, payload, extra):
+                return
+        elif spec.is_join:
+            if not self._join(meta, spec, out.event, payload, extra):
+                return
+        routed.deliveries.append(
+            NewDelivery(delivery_id, spec.name, payload, parent_id=parent_id, extra=extra)
+        )
+
+    def _join(
+        self, meta: dict[str, Any], spec: StepSpec, event: Event, payload: Any, extra: dict[str, Any]
+    ) -> bool:
+        slots: dict[str, list[Any]] = meta.setdefault("joins", {}).setdefault(spec.name, {})
+        for param, types in spec.event_params:
+            ok = isinstance(event, types) if spec.accept_event_subclasses else type(event) in types
+            if ok:
+                slots.setdefault(param, []).append(payload)
+                break
+        if not all(slots.get(param) for param, _ in spec.event_params):
+            return False
+        extra["join"] = {param: slots[param].pop(0) for param, _ in spec.event_params}
+        return True
+
+    def _fan_in(
+        self, meta: dict[str, Any], spec: StepSpec, out: Output, payload: Any, extra: dict[str, Any]
+    ) -> bool:
+        if not out.scope:
+            extra["batch"] = [payload]
+            return True
+        stream, position, size = out.scope[-1]
+        key = f"{spec.name}|{stream}"
+        buf = meta.setdefault("fanin", {}).setdefault(key, {"size": size, "items": {}})
+        buf["items"][str(position)] = payload
+        if len(buf["items"]) < size:
+            return False
+        del meta["fanin"][key]
+        extra["batch"] = [buf["items"][str(i)] for i in range(size)]
+        extra["scope"] = [list(s) for s in out.scope[:-1]]
+        return True
+
+    def _resume_waiters(
+        self, meta: dict[str, Any], event: Event, payload: Any, seed: str, routed: Routed
+    ) -> bool:
+        waiters: list[dict[str, Any]] = meta.get("waiters", [])
+        name = event_type_name(event)
+        matched = [
+            w
+            for w in waiters
+            if w["waiting_for"] == name and _matches_requirements(event, w.get("requirements") or {})
+        ]
+        for w in matched:
+            waiters.remove(w)
+            resolved = {**w.get("resolved", {}), w["waiter_id"]: payload}
+            routed.deliveries.append(
+                NewDelivery(
+                    child_id(seed, f"resume/{w['waiter_id']}/{w['journal_id']}"),
+                    w["step"],
+                    w["event"],
+                    parent_id=w["delivery_id"],
+                    journal_id=w["journal_id"],
+                    extra={**w.get("extra", {}), "resolved": resolved},
+                )
+            )
+        return bool(matched)

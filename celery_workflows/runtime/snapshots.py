@@ -1,0 +1,99 @@
+"""Snapshots of stored runs, and runs rebuilt from snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._serializers import BaseSerializer, qualified_name
+from ..context.snapshot import ParsedSnapshot, empty_worker, snapshot_dict, work_item
+from ..context.state_store import DictState
+from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
+from .binding import Binding
+from .codec import event_type_name
+from .routing import child_id
+from .sync import run_sync
+
+
+async def _load(store: RunStore, run_id: str) -> tuple[RunRecord, list[DeliveryRecord]]:
+    run = await store.get_run(run_id)
+    return run, await store.list_deliveries(run_id, ["pending", "running"])
+
+
+def build_snapshot(
+    binding: Binding,
+    store: RunStore,
+    run_id: str,
+    serializer: BaseSerializer,
+    *,
+    include_state: bool = True,
+) -> dict[str, Any]:
+    """The v2 snapshot of a stored run (sync: ``ctx.to_dict()`` is sync upstream)."""
+    run, open_deliveries = run_sync(lambda: _load(store, run_id), inline=not store.json_payloads)
+    codec = binding.codec
+    workers = {name: empty_worker() for name in binding.specs}
+    for d in open_deliveries:
+        if d.step not in workers:
+            continue
+        item = work_item(serializer.serialize(codec.decode_event(d.event)), d.delivery_id)
+        workers[d.step]["in_progress" if d.status == "running" else "queue"].append(item)
+    for key, payloads in (run.meta.get("collect") or {}).items():
+        step, _, buffer_id = key.partition("|")
+        if step in workers and payloads:
+            events = [serializer.serialize(codec.decode_event(p)) for p in payloads]
+            workers[step]["collected_events"][buffer_id] = events
+            workers[step]["collect_generations"][buffer_id] = 1
+    for waiter in run.meta.get("waiters") or []:
+        if waiter["step"] in workers:
+            workers[waiter["step"]]["collected_waiters"].append(_waiter_item(waiter, codec, serializer))
+    state = codec.decode_state(run.state, for_edit=False) if include_state else DictState()
+    return snapshot_dict(state, serializer, is_running=not run.finished, workers=workers)
+
+
+def _waiter_item(waiter: dict[str, Any], codec: Any, serializer: BaseSerializer) -> dict[str, Any]:
+    return {
+        "waiter_id": waiter["waiter_id"],
+        "event": serializer.serialize(codec.decode_event(waiter["event"])),
+        "bound_events": None,
+        "waiting_for_event": waiter["waiting_for"],
+        "has_requirements": bool(waiter.get("requirements")),
+        "resolved_event": None,
+        "scope_path": [],
+        "collection_release_payload": None,
+        "work_item_id": waiter["delivery_id"],
+    }
+
+
+def resume_plan(
+    binding: Binding, run_id: str, snapshot: ParsedSnapshot
+) -> tuple[list[NewDelivery], dict[str, Any]]:
+    """Deliveries and meta that continue a run captured mid-flight in ``snapshot``."""
+    codec = binding.codec
+    deliveries = [
+        NewDelivery(child_id(f"{run_id}:resume", i), step, codec.encode_event(event))
+        for i, (step, event) in enumerate(snapshot.queued)
+        if step in binding.specs
+    ]
+    collect = {k: [codec.encode_event(e) for e in evs] for k, evs in snapshot.collect.items()}
+    meta: dict[str, Any] = {"collect": collect} if collect else {}
+    waiters = []
+    for i, (step, trigger, waiter_id, awaited) in enumerate(snapshot.waiters):
+        origin = child_id(f"{run_id}:resume", f"waiter/{i}")
+        waiters.append(
+            {
+                "waiter_id": waiter_id,
+                "step": step,
+                "journal_id": origin,
+                "delivery_id": origin,
+                "event": codec.encode_event(trigger),
+                "waiting_for": event_type_name(awaited),
+                "requirements": {},
+                "resolved": {},
+                "extra": {},
+            }
+        )
+    if waiters:
+        meta["waiters"] = waiters
+    return deliveries, meta
+
+
+__all__ = ["build_snapshot", "qualified_name", "resume_plan"]

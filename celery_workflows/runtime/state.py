@@ -1,0 +1,86 @@
+"""The state backend of a started run: every write is one locked store transaction.
+
+Inside a step the writes carry the delivery's fence (a superseded attempt is refused) and
+an edit index in the delivery's journal: an edit whose journal mark already exists runs
+on a scratch copy and is thrown away (DESIGN invariant 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from ..context.state_store import StateEdit, validate_state
+from ..store.base import Fence, RunStore
+from .codec import Codec
+
+
+@dataclass
+class _Edit:
+    state: BaseModel
+    replayed: bool
+
+
+class JournalCursor:
+    """Hands out the edit indexes of one step invocation, in call order."""
+
+    def __init__(self, journal_id: str) -> None:
+        self.journal_id = journal_id
+        self._next = 0
+
+    def take(self) -> int:
+        """The next edit index."""
+        index = self._next
+        self._next += 1
+        return index
+
+
+class RunStateBackend:
+    """State of run ``run_id`` in ``store``; optionally fenced and journaled (in a step)."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        codec: Codec,
+        state_type: type[BaseModel],
+        *,
+        fence: Fence | None = None,
+        journal: JournalCursor | None = None,
+        where: str = "",
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._codec = codec
+        self.state_type = state_type
+        self._fence = fence
+        self._journal = journal
+        self._where = where or f"run {run_id!r}"
+        self._validate = store.json_payloads
+
+    async def read(self) -> BaseModel:
+        """Committed state, no lock."""
+        run = await self._store.get_run(self._run_id)
+        return self._codec.decode_state(run.state, for_edit=False)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[StateEdit]:
+        """One transaction under the run lock; commits the edit with its journal mark."""
+        index = self._journal.take() if self._journal is not None else None
+        async with self._store.locked(self._run_id, self._fence) as txn:
+            state = self._codec.decode_state(txn.run.state, for_edit=True)
+            if index is not None and self._journal is not None:
+                if await txn.journal_get(self._journal.journal_id, index) is not None:
+                    yield _Edit(state, replayed=True)
+                    return
+            edit = _Edit(state, replayed=False)
+            yield edit
+            # Live (in-memory) state is kept as upstream keeps it; state that is persisted
+            # is validated before it is encoded, so a bad value never reaches the row.
+            checked = validate_state(edit.state, self._where) if self._validate else edit.state
+            txn.set_state(self._codec.encode_state(checked))
+            if index is not None and self._journal is not None:
+                txn.journal_put(self._journal.journal_id, index)

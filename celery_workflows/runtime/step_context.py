@@ -1,0 +1,179 @@
+"""What a Context does inside a step: one invocation of one delivery.
+
+Events a step sends are buffered and become deliveries in the completion transaction
+(published after commit). ``collect_events`` and ``wait_for_event`` cannot block a step
+on the database synchronously, so on first call they stop the step with a control-flow
+exception; the engine commits what they need and, for ``collect_events``, runs the step
+again from the top with the answer (its earlier edits are journaled, so not repeated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .._signature import StepSpec
+from ..context.state_store import StateStore
+from ..events import Event
+from ..store.base import DeliveryRecord
+from .codec import event_type_name
+from .routing import Output
+from .state import JournalCursor, RunStateBackend
+
+if TYPE_CHECKING:
+    from .engine import Binding, Engine
+
+
+class StepSuspended(BaseException):
+    """Control flow: the step waits for an event (BaseException so user code won't eat it)."""
+
+    def __init__(self, waiter: dict[str, Any], waiter_event: Event | None) -> None:
+        super().__init__("step suspended in wait_for_event")
+        self.waiter = waiter
+        self.waiter_event = waiter_event
+
+
+class CollectNeeded(BaseException):
+    """Control flow: ``collect_events`` needs a locked transaction before the step goes on."""
+
+    def __init__(self, index: int, buffer_id: str, event: Event, expected: list[type[Event]]):
+        super().__init__("collect_events needs the run lock")
+        self.index = index
+        self.buffer_id = buffer_id
+        self.event = event
+        self.expected = expected
+
+
+@dataclass
+class Invocation:
+    """One run of a step body for a claimed delivery."""
+
+    engine: Engine
+    binding: Binding
+    delivery: DeliveryRecord
+    spec: StepSpec
+    collected: dict[int, list[Event] | None] = field(default_factory=dict)
+    sent: list[Output] = field(default_factory=list)
+    pending_writes: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stream_index: int = 0
+    _collect_index: int = 0
+
+    def __post_init__(self) -> None:
+        d = self.delivery
+        self.journal = JournalCursor(d.journal_id)
+        backend = RunStateBackend(
+            self.engine.store,
+            d.run_id,
+            self.binding.codec,
+            self.binding.state_type,
+            fence=d.fence,
+            journal=self.journal,
+            where=f"run {d.run_id!r} step {d.step!r}",
+        )
+        self.store: StateStore[Any] = StateStore(backend)
+
+    @property
+    def scope(self) -> tuple[tuple[str, int, int], ...]:
+        """Fan-out lineage of this delivery, inherited by the events it emits."""
+        return tuple((str(s[0]), int(s[1]), int(s[2])) for s in self.delivery.extra.get("scope", []))
+
+    def send_event(self, event: Event, step: str | None) -> None:
+        """Buffer ``event`` (for ``step`` or every accepting step)."""
+        if step is not None:
+            self.binding.check_target(step, event)
+        self.sent.append(Output(event, step, self.scope))
+
+    def write_event_to_stream(self, event: Event | None) -> None:
+        """Append to the run's stream now; the write is awaited before completion."""
+        if event is None:
+            return
+        key = f"{self.delivery.journal_id}:s{self._stream_index}"
+        self._stream_index += 1
+        coro = self.engine.append_stream(self.binding, self.delivery.run_id, event, key)
+        self.pending_writes.append(asyncio.ensure_future(coro))
+
+    async def flush(self) -> None:
+        """Wait for stream writes started by the step."""
+        writes, self.pending_writes = self.pending_writes, []
+        if writes:
+            await asyncio.gather(*writes)
+
+    def collect_events(
+        self, event: Event, expected: list[type[Event]], buffer_id: str | None
+    ) -> list[Event] | None:
+        """Answer from the committed collect transaction, or ask the engine for it."""
+        index = self._collect_index
+        self._collect_index += 1
+        if index in self.collected:
+            return self.collected[index]
+        raise CollectNeeded(index, buffer_id or "default", event, list(expected))
+
+    def wait_for_event(
+        self,
+        event_type: type[Event],
+        waiter_event: Event | None,
+        waiter_id: str | None,
+        requirements: dict[str, Any] | None,
+    ) -> Event:
+        """The awaited event if it arrived, else suspend the step until it does."""
+        name = event_type_name(event_type)
+        wid = waiter_id or f"waiter_{name}_{sorted((requirements or {}).items())}"
+        resolved = self.delivery.extra.get("resolved", {})
+        if wid in resolved:
+            return self.binding.codec.decode_event(resolved[wid])
+        if waiter_id is None:
+            # A waiter restored from a snapshot (maybe made by upstream) has an id of its
+            # maker's choosing; an unnamed wait takes the answer of its type.
+            for payload in resolved.values():
+                event = self.binding.codec.decode_event(payload)
+                if type(event) is event_type:
+                    return event
+        waiter = {
+            "waiter_id": wid,
+            "step": self.delivery.step,
+            "journal_id": self.delivery.journal_id,
+            "delivery_id": self.delivery.delivery_id,
+            "event": self.delivery.event,
+            "waiting_for": name,
+            "requirements": requirements or {},
+            "resolved": resolved,
+            "extra": {k: v for k, v in self.delivery.extra.items() if k != "resolved"},
+        }
+        raise StepSuspended(waiter, waiter_event)
+
+    def retry_info(self) -> Any:
+        """The retry state of this delivery (``ctx.retry_info()``)."""
+        from ..retry_policy import RetryInfo
+
+        retry = self.delivery.extra.get("retry") or {}
+        first = retry.get("first_failed_at")
+        last = retry.get("last_failed_at")
+        elapsed = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds() if first and last else 0.0
+        error = retry.get("last_error")
+        return RetryInfo(
+            retry_number=int(retry.get("count", 0)),
+            elapsed_seconds=elapsed,
+            last_exception=self.binding.codec.decode_error(error) if error else None,
+            last_failed_at=datetime.fromisoformat(last) if last else None,
+        )
+
+
+def match_collect(
+    buffer: Sequence[Event], expected: Sequence[type[Event]]
+) -> list[int] | None:
+    """Indexes in ``buffer`` that fill ``expected`` in order, or None if not all there."""
+    used: list[int] = []
+    for wanted in expected:
+        found = next(
+            (i for i, ev in enumerate(buffer) if i not in used and type(ev) is wanted), None
+        )
+        if found is None:
+            return None
+        used.append(found)
+    return used
+
+
+__all__ = ["CollectNeeded", "Invocation", "StepSuspended", "match_collect"]

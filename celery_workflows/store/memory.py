@@ -1,0 +1,518 @@
+"""The in-memory run store: the whole database is a few dicts and one lock per run.
+
+It is the store of the in-process engine, so it keeps payloads as the live objects it is
+given (no JSON, no copies) and does no I/O. It is also the reference for the rules every
+store applies: :func:`claim_outcome` and :func:`is_due` are used by the SQL store too, so
+the two cannot drift apart.
+
+One store instance belongs to one event loop at a time: its per-run ``asyncio.Lock`` is the
+"row lock", and asyncio locks are neither thread-safe nor shared between loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from celery_workflows.errors import DeliveryNotFoundError, FencedOutError, RunNotFoundError
+from celery_workflows.store.base import (
+    OPEN_DELIVERY_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    Claim,
+    ClaimOutcome,
+    DeliveryRecord,
+    DeliveryStatus,
+    Fence,
+    JournalMark,
+    NewDelivery,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    StreamEntry,
+    utcnow,
+)
+
+__all__ = ["InMemoryRunStore", "claim_outcome", "is_due"]
+
+Clock = Callable[[], datetime]
+
+
+# --- rules shared by every store -------------------------------------------------------
+
+
+def claim_outcome(
+    delivery: DeliveryRecord,
+    run_finished: bool,
+    now: datetime,
+    live_running_same_step: int,
+    max_running: int | None,
+) -> ClaimOutcome:
+    """Decide a claim of ``delivery`` read under the run lock; ``claimed`` means go ahead.
+
+    ``live_running_same_step`` counts the *other* running deliveries of the same step and
+    run whose lease has not expired (a dead attempt does not hold a ``num_workers`` slot).
+    A delivery closed in any way (done, failed, cancelled) reports ``done``: there is
+    nothing left to run, the message is acked and dropped.
+    """
+    if delivery.status == "done":
+        return "done"
+    if run_finished:
+        return "run_finished"
+    if delivery.status not in OPEN_DELIVERY_STATUSES:
+        return "done"
+    if delivery.status == "pending" and delivery.not_before and delivery.not_before > now:
+        return "not_due"
+    if delivery.status == "running" and not lease_expired(delivery, now):
+        return "leased"
+    if max_running is not None and live_running_same_step >= max_running:
+        return "busy"
+    return "claimed"
+
+
+def lease_expired(delivery: DeliveryRecord, now: datetime) -> bool:
+    """True when a running delivery's lease ran out (its attempt is presumed dead)."""
+    return delivery.lease_expires_at is None or delivery.lease_expires_at < now
+
+
+def is_due(delivery: DeliveryRecord, now: datetime) -> bool:
+    """True when the delivery needs a (re)publish (see ``RunStore.due_deliveries``).
+
+    Pending: due (``not_before`` passed) and not published since it became due, i.e. not
+    since its ``not_before`` nor since its last update (a retry puts it back to pending).
+    Running: its lease expired.
+    """
+    if delivery.status == "running":
+        return lease_expired(delivery, now)
+    if delivery.status != "pending":
+        return False
+    if delivery.not_before is not None and delivery.not_before > now:
+        return False
+    published = delivery.published_at
+    return (
+        published is None
+        or published < delivery.updated_at
+        or (delivery.not_before is not None and published < delivery.not_before)
+    )
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+@dataclass
+class _RunRow:
+    """Everything the store keeps for one run (mutable; records inside are frozen)."""
+
+    record: RunRecord
+    delivery_ids: list[str] = field(default_factory=list)  # creation order
+    open_ids: dict[str, None] = field(default_factory=dict)  # ordered set
+    stream: list[StreamEntry] = field(default_factory=list)
+    dedupe: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _LockSlot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class InMemoryRunStore:
+    """A :class:`~celery_workflows.store.base.RunStore` in dicts, for one process.
+
+    ``clock`` returns timezone-aware UTC now; tests pass a fake one to move time.
+    """
+
+    json_payloads = False
+
+    def __init__(self, *, clock: Clock = utcnow) -> None:
+        self.clock = clock
+        self._runs: dict[str, _RunRow] = {}
+        self._idempotency: dict[str, str] = {}
+        self._deliveries: dict[str, DeliveryRecord] = {}
+        self._open: dict[str, None] = {}  # open delivery ids of every run, for sweeps
+        self._journal: dict[tuple[str, int], JournalMark] = {}
+        self._locks: dict[str, _LockSlot] = {}
+
+    # -- runs
+
+    async def create_run(
+        self, run: NewRun, deliveries: Sequence[NewDelivery]
+    ) -> tuple[RunRecord, bool]:
+        """Create the run and its deliveries, or return the existing run and False."""
+        existing = self._runs.get(run.run_id)
+        if existing is None and run.idempotency_key is not None:
+            other = self._idempotency.get(run.idempotency_key)
+            existing = self._runs[other] if other is not None else None
+        if existing is not None:
+            return existing.record, False
+        now = self.clock()
+        record = RunRecord(
+            run_id=run.run_id,
+            workflow_name=run.workflow_name,
+            status="running",
+            state=run.state,
+            meta=run.meta,
+            result=None,
+            error=None,
+            code_version=run.code_version,
+            idempotency_key=run.idempotency_key,
+            created_at=now,
+            updated_at=now,
+            deadline_at=run.deadline_at,
+        )
+        row = _RunRow(record)
+        self._runs[run.run_id] = row
+        if run.idempotency_key is not None:
+            self._idempotency[run.idempotency_key] = run.run_id
+        self._insert_deliveries(row, deliveries, now)
+        return record, True
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The committed run record. Raises RunNotFoundError."""
+        return self._row(run_id).record
+
+    def locked(
+        self, run_id: str, fence: Fence | None = None
+    ) -> AbstractAsyncContextManager[_MemoryTxn]:
+        """Hold the run's lock for one buffered transaction (applied on clean exit)."""
+        return self._locked(run_id, fence)
+
+    @asynccontextmanager
+    async def _locked(self, run_id: str, fence: Fence | None) -> AsyncIterator[_MemoryTxn]:
+        row = self._row(run_id)
+        async with self._hold(run_id):
+            txn = _MemoryTxn(self, row)
+            if fence is not None:
+                txn.check_fence(fence)
+            yield txn
+            txn.commit()
+
+    # -- deliveries
+
+    async def claim(
+        self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
+    ) -> Claim:
+        """Start a new attempt of a delivery under the run lock (see the protocol)."""
+        found = self._deliveries.get(delivery_id)
+        if found is None:
+            return Claim("missing")
+        row = self._runs[found.run_id]
+        async with self._hold(found.run_id):
+            delivery = self._deliveries[delivery_id]
+            now = self.clock()
+            busy = 0 if max_running is None else self._live_running(row, delivery, now)
+            outcome = claim_outcome(delivery, row.record.finished, now, busy, max_running)
+            if outcome != "claimed":
+                return Claim(outcome, delivery)
+            claimed = dataclasses.replace(
+                delivery,
+                status="running",
+                attempt=delivery.attempt + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+            self._deliveries[delivery_id] = claimed
+            return Claim("claimed", claimed)
+
+    async def extend_lease(self, fence: Fence, *, lease_seconds: float) -> bool:
+        """Extend the lease of the current running attempt; False if superseded."""
+        delivery = self._deliveries.get(fence.delivery_id)
+        if delivery is None or not _fence_holds(delivery, fence):
+            return False
+        now = self.clock()
+        self._deliveries[fence.delivery_id] = dataclasses.replace(
+            delivery, lease_expires_at=now + timedelta(seconds=lease_seconds)
+        )
+        return True
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord:
+        """The committed delivery. Raises DeliveryNotFoundError."""
+        try:
+            return self._deliveries[delivery_id]
+        except KeyError:
+            raise DeliveryNotFoundError(delivery_id) from None
+
+    async def list_deliveries(
+        self, run_id: str, statuses: Sequence[DeliveryStatus] | None = None
+    ) -> list[DeliveryRecord]:
+        """A run's deliveries in creation order, optionally filtered by status."""
+        row = self._row(run_id)
+        records = [self._deliveries[d] for d in row.delivery_ids]
+        if statuses is None:
+            return records
+        wanted = set(statuses)
+        return [r for r in records if r.status in wanted]
+
+    async def due_deliveries(self, *, limit: int = 100) -> list[DeliveryRecord]:
+        """Open deliveries that need a (re)publish, oldest first."""
+        now = self.clock()
+        due: list[DeliveryRecord] = []
+        for delivery_id in self._open:
+            delivery = self._deliveries[delivery_id]
+            if is_due(delivery, now):
+                due.append(delivery)
+                if len(due) >= limit:
+                    break
+        return due
+
+    async def mark_published(self, delivery_ids: Sequence[str]) -> None:
+        """Stamp ``published_at`` on the given deliveries (unknown ids are ignored)."""
+        now = self.clock()
+        for delivery_id in delivery_ids:
+            delivery = self._deliveries.get(delivery_id)
+            if delivery is not None:
+                self._deliveries[delivery_id] = dataclasses.replace(delivery, published_at=now)
+
+    # -- stream
+
+    async def read_stream(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[StreamEntry]:
+        """Stream entries with ``seq > after_seq`` in order (seq n is at index n - 1)."""
+        stream = self._row(run_id).stream
+        end = len(stream) if limit is None else min(len(stream), max(after_seq, 0) + limit)
+        return stream[max(after_seq, 0) : end]
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays readable."""
+
+    # -- internals used by the transaction
+
+    def _row(self, run_id: str) -> _RunRow:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFoundError(run_id) from None
+
+    @asynccontextmanager
+    async def _hold(self, run_id: str) -> AsyncIterator[None]:
+        # Slots are dropped when nobody holds or waits, so idle runs cost nothing.
+        slot = self._locks.get(run_id)
+        if slot is None:
+            slot = self._locks[run_id] = _LockSlot()
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._locks[run_id]
+
+    def _live_running(self, row: _RunRow, delivery: DeliveryRecord, now: datetime) -> int:
+        count = 0
+        for other_id in row.open_ids:
+            other = self._deliveries[other_id]
+            if (
+                other_id != delivery.delivery_id
+                and other.step == delivery.step
+                and other.status == "running"
+                and not lease_expired(other, now)
+            ):
+                count += 1
+        return count
+
+    def _insert_deliveries(
+        self, row: _RunRow, deliveries: Sequence[NewDelivery], now: datetime
+    ) -> None:
+        run_id = row.record.run_id
+        for new in deliveries:
+            if new.delivery_id in self._deliveries:
+                continue  # deterministic id: a replayed completion inserts nothing
+            self._deliveries[new.delivery_id] = _new_delivery_record(run_id, new, now)
+            row.delivery_ids.append(new.delivery_id)
+            row.open_ids[new.delivery_id] = None
+            self._open[new.delivery_id] = None
+
+    def _close_delivery(self, record: DeliveryRecord) -> None:
+        self._deliveries[record.delivery_id] = record
+        if record.status not in OPEN_DELIVERY_STATUSES:
+            self._runs[record.run_id].open_ids.pop(record.delivery_id, None)
+            self._open.pop(record.delivery_id, None)
+
+
+def _new_delivery_record(run_id: str, new: NewDelivery, now: datetime) -> DeliveryRecord:
+    return DeliveryRecord(
+        delivery_id=new.delivery_id,
+        run_id=run_id,
+        step=new.step,
+        event=new.event,
+        status="pending",
+        attempt=0,
+        journal_id=new.journal_id or new.delivery_id,
+        parent_id=new.parent_id,
+        extra=new.extra,
+        error=None,
+        not_before=new.not_before,
+        lease_expires_at=None,
+        published_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _fence_holds(delivery: DeliveryRecord, fence: Fence) -> bool:
+    return delivery.status == "running" and delivery.attempt == fence.attempt
+
+
+_UNSET: Any = object()
+_DeliveryOp = tuple[Literal["add"], NewDelivery] | tuple[Literal["set"], DeliveryRecord]
+
+
+class _MemoryTxn:
+    """A buffered transaction on one run of an :class:`InMemoryRunStore`.
+
+    Writes are collected and applied by :meth:`commit` in one go (no await in between, so
+    nothing can observe half of them); dropping the object is the rollback.
+    """
+
+    def __init__(self, store: InMemoryRunStore, row: _RunRow) -> None:
+        self._store = store
+        self._row = row
+        self._run = row.record
+        self._state: Any = _UNSET
+        self._meta: Any = _UNSET
+        self._status: tuple[RunStatus, Any, dict[str, Any] | None] | None = None
+        self._journal: dict[tuple[str, int], JournalMark] = {}
+        self._ops: list[_DeliveryOp] = []
+        self._touched: dict[str, DeliveryRecord] = {}  # this txn's view of fenced rows
+        self._stream: list[tuple[Any, str | None]] = []
+        self._stream_keys: dict[str, int] = {}
+
+    @property
+    def run(self) -> RunRecord:
+        """The run as read under the lock (this transaction's writes are not in it)."""
+        return self._run
+
+    def check_fence(self, fence: Fence) -> DeliveryRecord:
+        """Raise FencedOutError unless ``fence`` is the delivery's current running attempt."""
+        delivery = self._touched.get(fence.delivery_id) or self._store._deliveries.get(
+            fence.delivery_id
+        )
+        if delivery is None or delivery.run_id != self._run.run_id:
+            raise DeliveryNotFoundError(fence.delivery_id)
+        if not _fence_holds(delivery, fence):
+            raise FencedOutError(
+                fence.delivery_id, fence.attempt, delivery.attempt, delivery.status
+            )
+        return delivery
+
+    async def journal_get(self, journal_id: str, index: int) -> JournalMark | None:
+        """The mark of edit ``index`` of ``journal_id`` (committed or put in this txn)."""
+        key = (journal_id, index)
+        return self._journal.get(key) or self._store._journal.get(key)
+
+    def journal_put(self, journal_id: str, index: int, result: Any = None) -> None:
+        """Record edit ``index`` of ``journal_id`` as part of this transaction."""
+        self._journal[(journal_id, index)] = JournalMark(journal_id, index, result)
+
+    def set_state(self, state: Any) -> None:
+        """Replace the state payload at commit (the object is stored as given)."""
+        self._state = state
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Replace the run's meta at commit."""
+        self._meta = meta
+
+    def set_status(
+        self, status: RunStatus, *, result: Any = None, error: dict[str, Any] | None = None
+    ) -> None:
+        """Move the run to ``status`` at commit; terminal cancels its open deliveries."""
+        self._status = (status, result, error)
+
+    def add_deliveries(self, deliveries: Sequence[NewDelivery]) -> None:
+        """Insert deliveries at commit; existing ids are left as they are."""
+        self._ops.extend(("add", d) for d in deliveries)
+
+    def finish_delivery(
+        self,
+        fence: Fence,
+        status: Literal["done", "failed", "cancelled"],
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Close the fenced delivery at commit (the fence is checked now)."""
+        delivery = self.check_fence(fence)
+        closed = dataclasses.replace(
+            delivery,
+            status=status,
+            error=error,
+            lease_expires_at=None,
+            updated_at=self._store.clock(),
+        )
+        self._touched[fence.delivery_id] = closed
+        self._ops.append(("set", closed))
+
+    def reschedule_delivery(
+        self, fence: Fence, not_before: datetime, extra: dict[str, Any]
+    ) -> None:
+        """Put the fenced delivery back to pending, due at ``not_before``."""
+        delivery = self.check_fence(fence)
+        pending = dataclasses.replace(
+            delivery,
+            status="pending",
+            not_before=not_before,
+            extra=extra,
+            lease_expires_at=None,
+            updated_at=self._store.clock(),
+        )
+        self._touched[fence.delivery_id] = pending
+        self._ops.append(("set", pending))
+
+    async def append_stream(self, event: Any, dedupe_key: str | None = None) -> int:
+        """Append to the stream at commit and return the entry's seq."""
+        if dedupe_key is not None:
+            seq = self._stream_keys.get(dedupe_key) or self._row.dedupe.get(dedupe_key)
+            if seq is not None:
+                return seq
+        self._stream.append((event, dedupe_key))
+        seq = len(self._row.stream) + len(self._stream)
+        if dedupe_key is not None:
+            self._stream_keys[dedupe_key] = seq
+        return seq
+
+    async def open_deliveries(self) -> list[DeliveryRecord]:
+        """The run's committed pending and running deliveries."""
+        deliveries = self._store._deliveries
+        return [deliveries[d] for d in self._row.open_ids]
+
+    def commit(self) -> None:
+        """Apply every buffered write; runs without awaiting, so it is atomic."""
+        store, row = self._store, self._row
+        now = store.clock()
+        store._journal.update(self._journal)
+        for op in self._ops:
+            if op[0] == "add":
+                store._insert_deliveries(row, [op[1]], now)
+            else:
+                store._close_delivery(op[1])
+        for event, key in self._stream:
+            seq = len(row.stream) + 1
+            row.stream.append(StreamEntry(row.record.run_id, seq, event, now))
+            if key is not None:
+                row.dedupe[key] = seq
+        self._commit_run(now)
+
+    def _commit_run(self, now: datetime) -> None:
+        changes: dict[str, Any] = {}
+        if self._state is not _UNSET:
+            changes["state"] = self._state
+        if self._meta is not _UNSET:
+            changes["meta"] = self._meta
+        if self._status is not None:
+            changes["status"], changes["result"], changes["error"] = self._status
+        if not changes:
+            return
+        row = self._row
+        row.record = dataclasses.replace(row.record, updated_at=now, **changes)
+        if row.record.status in TERMINAL_RUN_STATUSES:
+            for delivery_id in list(row.open_ids):
+                delivery = self._store._deliveries[delivery_id]
+                self._store._close_delivery(
+                    dataclasses.replace(
+                        delivery, status="cancelled", lease_expires_at=None, updated_at=now
+                    )
+                )

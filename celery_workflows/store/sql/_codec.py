@@ -1,0 +1,79 @@
+"""JSON encoding of payloads: once, at the call that hands them over, with clear errors.
+
+A payload is encoded when the caller gives it to the store (``set_state``, ...), not at
+commit, so a bad value fails at the line that wrote it and names the key path. The
+encoded text is marked as :class:`EncodedJson`; the engine's JSON serializer passes such
+text through instead of encoding it a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from celery_workflows.errors import StateValidationError
+
+__all__ = ["EncodedJson", "encode", "engine_json_serializer"]
+
+
+class EncodedJson(str):
+    """JSON text already produced by :func:`encode`."""
+
+    __slots__ = ()
+
+
+def engine_json_serializer(value: Any) -> str:
+    """The ``json_serializer`` of the store's engines (pre-encoded text passes through)."""
+    if isinstance(value, EncodedJson):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def encode(value: Any, label: str, run_id: str) -> EncodedJson:
+    """Encode ``value`` as JSON, or raise StateValidationError naming the bad key path.
+
+    ``label`` names the field (``state``, ``meta``, ``deliveries[0].event``, ...).
+    """
+    try:
+        return EncodedJson(json.dumps(value, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        problem = _find_problem(value, label, set()) or (label, str(exc))
+        where, what = problem
+        raise StateValidationError(
+            f"{where}: {what} (run {run_id!r}; nothing was written, the stored value is "
+            "unchanged; store JSON-compatible values: dict, list, str, int, float, bool, None)"
+        ) from exc
+
+
+def _find_problem(value: Any, path: str, seen: set[int]) -> tuple[str, str] | None:
+    """The first (path, reason) that keeps ``value`` from being JSON, depth first."""
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, f"{value!r} is not allowed in JSON")
+    if not isinstance(value, dict | list | tuple):
+        return path, f"object of type {type(value).__name__} is not JSON serializable"
+    if id(value) in seen:
+        return path, "circular reference"
+    seen.add(id(value))
+    try:
+        if isinstance(value, dict):
+            return _find_in_dict(value, path, seen)
+        for index, item in enumerate(value):
+            found = _find_problem(item, f"{path}[{index}]", seen)
+            if found:
+                return found
+        return None
+    finally:
+        seen.discard(id(value))
+
+
+def _find_in_dict(value: dict[Any, Any], path: str, seen: set[int]) -> tuple[str, str] | None:
+    for key, item in value.items():
+        if not (key is None or isinstance(key, str | int | float | bool)):
+            return path, f"key {key!r} of type {type(key).__name__} is not allowed in JSON"
+        found = _find_problem(item, f"{path}[{key!r}]", seen)
+        if found:
+            return found
+    return None

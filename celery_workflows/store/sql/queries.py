@@ -1,0 +1,210 @@
+"""Every statement of the SQL run store, one name each, built once per dialect.
+
+Bind parameters are prefixed ``p_`` (SQLAlchemy reserves column names inside ``SET``).
+Row-to-record conversion lives here too, next to the columns it reads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    Delete,
+    Insert,
+    Row,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+
+from celery_workflows.store.base import DeliveryRecord, RunRecord, StreamEntry
+from celery_workflows.store.sql.dialects import SqlDialect
+from celery_workflows.store.sql.schema import deliveries, journal, metadata, runs, stream
+
+__all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row"]
+
+_d = deliveries.c
+_r = runs.c
+_OPEN = ("pending", "running")
+
+
+class Queries:
+    """The statements, with the dialect's locking and upsert applied."""
+
+    def __init__(self, dialect: SqlDialect) -> None:
+        self.select_run: Select[Any] = select(runs).where(_r.run_id == bindparam("p_run_id"))
+        self.select_run_locked = dialect.lock_run(self.select_run)
+        self.select_run_by_key: Select[Any] = select(runs).where(
+            _r.idempotency_key == bindparam("p_key")
+        )
+        self.run_exists: Select[Any] = select(_r.run_id).where(_r.run_id == bindparam("p_run_id"))
+        self.insert_run: Insert = dialect.insert_ignore(runs)
+        self._init_deliveries(dialect)
+        self._init_journal_and_stream(dialect)
+
+    def _init_deliveries(self, dialect: SqlDialect) -> None:
+        by_id = _d.delivery_id == bindparam("p_id")
+        fenced = and_(by_id, _d.attempt == bindparam("p_attempt"), _d.status == "running")
+        self.insert_deliveries: Insert = dialect.insert_ignore(deliveries)
+        self.select_delivery: Select[Any] = select(deliveries).where(by_id)
+        self.select_delivery_locked = dialect.lock_delivery(self.select_delivery)
+        self.select_delivery_head: Select[Any] = select(_d.run_id, _d.attempt, _d.status).where(
+            by_id
+        )
+        self.count_live_running: Select[Any] = select(func.count()).where(
+            _d.run_id == bindparam("p_run_id"),
+            _d.step == bindparam("p_step"),
+            _d.status == "running",
+            _d.delivery_id != bindparam("p_id"),
+            _d.lease_expires_at >= bindparam("p_now"),
+        )
+        self.claim_delivery: Update = (
+            update(deliveries)
+            .where(by_id)
+            .values(
+                status="running",
+                attempt=_d.attempt + 1,
+                lease_expires_at=bindparam("p_lease"),
+                updated_at=bindparam("p_now"),
+            )
+        )
+        self.extend_lease: Update = (
+            update(deliveries).where(fenced).values(lease_expires_at=bindparam("p_lease"))
+        )
+        self.finish_delivery: Update = (
+            update(deliveries)
+            .where(fenced)
+            .values(
+                status=bindparam("p_status"),
+                error=bindparam("p_error"),
+                lease_expires_at=None,
+                updated_at=bindparam("p_now"),
+            )
+        )
+        self.reschedule_delivery: Update = (
+            update(deliveries)
+            .where(fenced)
+            .values(
+                status="pending",
+                not_before=bindparam("p_not_before"),
+                extra=bindparam("p_extra"),
+                lease_expires_at=None,
+                updated_at=bindparam("p_now"),
+            )
+        )
+        self.cancel_open_deliveries: Update = (
+            update(deliveries)
+            .where(_d.run_id == bindparam("p_run_id"), _d.status.in_(_OPEN))
+            .values(status="cancelled", lease_expires_at=None, updated_at=bindparam("p_now"))
+        )
+        self.list_deliveries: Select[Any] = (
+            select(deliveries).where(_d.run_id == bindparam("p_run_id")).order_by(_d.seq)
+        )
+        self.list_deliveries_by_status = self.list_deliveries.where(
+            _d.status.in_(bindparam("p_statuses", expanding=True))
+        )
+        self.open_deliveries = self.list_deliveries.where(_d.status.in_(_OPEN))
+        self.due_deliveries = dialect.skip_locked(_due_deliveries())
+        self.mark_published: Update = (
+            update(deliveries)
+            .where(_d.delivery_id.in_(bindparam("p_ids", expanding=True)))
+            .values(published_at=bindparam("p_now"))
+        )
+
+    def _init_journal_and_stream(self, dialect: SqlDialect) -> None:
+        self.insert_journal: Insert = journal.insert()
+        self.select_journal: Select[Any] = select(journal.c.result).where(
+            journal.c.journal_id == bindparam("p_journal_id"),
+            journal.c.edit_index == bindparam("p_index"),
+        )
+        self.insert_stream: Insert = stream.insert()
+        self.select_stream: Select[Any] = (
+            select(stream)
+            .where(stream.c.run_id == bindparam("p_run_id"), stream.c.seq > bindparam("p_after"))
+            .order_by(stream.c.seq)
+        )
+        self.select_stream_limited = self.select_stream.limit(bindparam("p_limit"))
+        self.select_stream_dedupe: Select[Any] = select(stream.c.seq).where(
+            stream.c.run_id == bindparam("p_run_id"),
+            stream.c.dedupe_key == bindparam("p_key"),
+        )
+
+    @staticmethod
+    def update_run(values: dict[str, Any]) -> Update:
+        """Set ``values`` on the run ``p_run_id`` (the set of columns varies per txn)."""
+        return update(runs).where(_r.run_id == bindparam("p_run_id")).values(**values)
+
+    @staticmethod
+    def delete_all() -> list[Delete]:
+        """Empty every table, children first (tests and benchmarks)."""
+        return [delete(table) for table in reversed(metadata.sorted_tables)]
+
+
+def _due_deliveries() -> Select[Any]:
+    now: BindParameter[datetime] = bindparam("p_now")
+    published = _d.published_at
+    pending_due = and_(
+        _d.status == "pending",
+        or_(_d.not_before.is_(None), _d.not_before <= now),
+        # not published since it became due: since its not_before or its last update
+        or_(published.is_(None), published < _d.updated_at, published < _d.not_before),
+    )
+    lease_expired = and_(_d.status == "running", _d.lease_expires_at < now)
+    return (
+        select(deliveries)
+        .where(or_(pending_due, lease_expired))
+        .order_by(_d.created_at, _d.seq)
+        .limit(bindparam("p_limit"))
+    )
+
+
+def run_from_row(row: Row[Any]) -> RunRecord:
+    """A RunRecord from a ``cw_runs`` row."""
+    return RunRecord(
+        run_id=row.run_id,
+        workflow_name=row.workflow_name,
+        status=row.status,
+        state=row.state,
+        meta=row.meta if row.meta is not None else {},
+        result=row.result,
+        error=row.error,
+        code_version=row.code_version,
+        idempotency_key=row.idempotency_key,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deadline_at=row.deadline_at,
+    )
+
+
+def delivery_from_row(row: Row[Any]) -> DeliveryRecord:
+    """A DeliveryRecord from a ``cw_deliveries`` row."""
+    return DeliveryRecord(
+        delivery_id=row.delivery_id,
+        run_id=row.run_id,
+        step=row.step,
+        event=row.event,
+        status=row.status,
+        attempt=row.attempt,
+        journal_id=row.journal_id,
+        parent_id=row.parent_id,
+        extra=row.extra if row.extra is not None else {},
+        error=row.error,
+        not_before=row.not_before,
+        lease_expires_at=row.lease_expires_at,
+        published_at=row.published_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def stream_from_row(row: Row[Any]) -> StreamEntry:
+    """A StreamEntry from a ``cw_stream`` row."""
+    return StreamEntry(run_id=row.run_id, seq=row.seq, event=row.event, created_at=row.created_at)

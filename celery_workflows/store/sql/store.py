@@ -1,0 +1,322 @@
+"""``SqlRunStore``: the run store on PostgreSQL or SQLite, through SQLAlchemy Core.
+
+Concurrency model. SQLAlchemy's plain (sync) engine does the I/O; every transaction runs
+on its own :class:`~._threads.TxnThread`, so the loop never blocks on a database lock, and
+a ``locked()`` block keeps its thread and connection open across the awaits of its body.
+The row lock (``FOR UPDATE`` / ``BEGIN IMMEDIATE``) is what serializes edits, between
+threads, processes and machines alike; the per-process :class:`~._threads.LocalRunLocks`
+only keeps coroutines of one loop from each holding a connection while they queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+
+from celery_workflows.errors import DeliveryNotFoundError, RunNotFoundError
+from celery_workflows.store.base import (
+    TERMINAL_RUN_STATUSES,
+    Claim,
+    DeliveryRecord,
+    DeliveryStatus,
+    Fence,
+    NewDelivery,
+    NewRun,
+    RunRecord,
+    StreamEntry,
+    utcnow,
+)
+from celery_workflows.store.memory import claim_outcome
+from celery_workflows.store.sql._codec import EncodedJson, encode
+from celery_workflows.store.sql._db import Database
+from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
+from celery_workflows.store.sql._txn import SqlRunTxn, delivery_rows
+from celery_workflows.store.sql.migrate import upgrade
+from celery_workflows.store.sql.queries import delivery_from_row, run_from_row, stream_from_row
+
+__all__ = ["SqlRunStore"]
+
+T = TypeVar("T")
+
+
+class SqlRunStore:
+    """A :class:`~celery_workflows.store.base.RunStore` in a PostgreSQL or SQLite database.
+
+    ``url`` is a SQLAlchemy URL: ``postgresql+psycopg://user:pw@host/db`` or
+    ``sqlite:///path/runs.db``. ``create_schema`` migrates the database to the newest
+    schema first (safe with several processes starting at once). ``busy_timeout_s`` is the
+    longest wait for a run's lock before StoreUnavailableError. Timestamps come from
+    ``clock`` (this process's UTC clock by default), so hosts sharing a database should
+    keep their clocks in sync.
+    """
+
+    json_payloads = True
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        create_schema: bool = False,
+        busy_timeout_s: float = 30.0,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = Database(
+            url,
+            busy_timeout_s=busy_timeout_s,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            clock=clock,
+        )
+        self._q = self._db.queries
+        self._threads = TxnThreadPool()
+        self._local = LocalRunLocks()
+        if create_schema:
+            upgrade(self._db.url)
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password masked."""
+        return self._db.masked_url
+
+    # -- runs
+
+    async def create_run(
+        self, run: NewRun, deliveries: Sequence[NewDelivery]
+    ) -> tuple[RunRecord, bool]:
+        """Create the run and its deliveries, or return the existing run and False."""
+        now = self._db.clock()
+        values = {
+            "run_id": run.run_id,
+            "workflow_name": run.workflow_name,
+            "code_version": run.code_version,
+            "status": "running",
+            "state": _encoded(run.state, "state", run.run_id),
+            "meta": encode(run.meta, "meta", run.run_id),
+            "result": None,
+            "error": None,
+            "idempotency_key": run.idempotency_key,
+            "stream_seq": 0,
+            "delivery_seq": len(deliveries),
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": run.deadline_at,
+        }
+        rows = delivery_rows(run.run_id, deliveries, 0, now)
+
+        def txn(conn: Connection) -> tuple[RunRecord, bool]:
+            if conn.execute(self._q.insert_run, values).rowcount == 1:
+                if rows:
+                    conn.execute(self._q.insert_deliveries, rows)
+                return _new_run_record(run, now), True
+            return self._existing_run(conn, run), False
+
+        return await self._transaction(txn, write=True)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The committed run row (no lock). Raises RunNotFoundError."""
+        row = await self._one(self._q.select_run, {"p_run_id": run_id})
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return run_from_row(row)
+
+    def locked(
+        self, run_id: str, fence: Fence | None = None
+    ) -> AbstractAsyncContextManager[SqlRunTxn]:
+        """One transaction holding the run row's database lock (see ``RunStore.locked``)."""
+        return self._locked(run_id, fence)
+
+    @asynccontextmanager
+    async def _locked(self, run_id: str, fence: Fence | None) -> AsyncIterator[SqlRunTxn]:
+        async with self._local.hold(run_id):
+            thread = self._threads.acquire()
+            txn = SqlRunTxn(self._db, thread, run_id)
+            try:
+                await thread.run(lambda: txn.begin(fence))
+                yield txn
+                await thread.run(txn.commit)
+            except BaseException:
+                # Queued behind whatever still runs on the thread (e.g. a lock wait that
+                # a cancellation abandoned), so the connection is always given back.
+                thread.submit(txn.close)
+                raise
+            finally:
+                self._threads.release(thread)
+
+    # -- deliveries
+
+    async def claim(
+        self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
+    ) -> Claim:
+        """Start a new attempt of a delivery under the run lock (see ``RunStore.claim``)."""
+        head = await self._one(self._q.select_delivery_head, {"p_id": delivery_id})
+        if head is None:
+            return Claim("missing")
+        lease = timedelta(seconds=lease_seconds)
+        async with self._local.hold(head.run_id):
+            return await self._transaction(
+                lambda conn: self._claim_txn(conn, delivery_id, head.run_id, lease, max_running),
+                write=True,
+            )
+
+    def _claim_txn(
+        self,
+        conn: Connection,
+        delivery_id: str,
+        run_id: str,
+        lease: timedelta,
+        max_running: int | None,
+    ) -> Claim:
+        q = self._q
+        run = conn.execute(q.select_run_locked, {"p_run_id": run_id}).one()
+        delivery = delivery_from_row(
+            conn.execute(q.select_delivery_locked, {"p_id": delivery_id}).one()
+        )
+        now = self._db.clock()
+        busy = 0
+        if max_running is not None:
+            params = {"p_run_id": run_id, "p_step": delivery.step, "p_id": delivery_id}
+            busy = conn.execute(q.count_live_running, {**params, "p_now": now}).scalar_one()
+        finished = run.status in TERMINAL_RUN_STATUSES
+        outcome = claim_outcome(delivery, finished, now, busy, max_running)
+        if outcome != "claimed":
+            return Claim(outcome, delivery)
+        claimed = dataclasses.replace(
+            delivery,
+            status="running",
+            attempt=delivery.attempt + 1,
+            lease_expires_at=now + lease,
+            updated_at=now,
+        )
+        lease_params: dict[str, Any] = {"p_id": delivery_id, "p_now": now}
+        conn.execute(q.claim_delivery, {**lease_params, "p_lease": claimed.lease_expires_at})
+        return Claim("claimed", claimed)
+
+    async def extend_lease(self, fence: Fence, *, lease_seconds: float) -> bool:
+        """Extend the lease of the current running attempt; False if it was superseded."""
+
+        def txn(conn: Connection) -> bool:
+            lease = self._db.clock() + timedelta(seconds=lease_seconds)
+            params: dict[str, Any] = {"p_attempt": fence.attempt, "p_lease": lease}
+            params["p_id"] = fence.delivery_id
+            return bool(conn.execute(self._q.extend_lease, params).rowcount == 1)
+
+        return await self._transaction(txn, write=True)
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord:
+        """The committed delivery row. Raises DeliveryNotFoundError."""
+        row = await self._one(self._q.select_delivery, {"p_id": delivery_id})
+        if row is None:
+            raise DeliveryNotFoundError(delivery_id)
+        return delivery_from_row(row)
+
+    async def list_deliveries(
+        self, run_id: str, statuses: Sequence[DeliveryStatus] | None = None
+    ) -> list[DeliveryRecord]:
+        """A run's deliveries in creation order, optionally filtered by status."""
+        params: dict[str, Any] = {"p_run_id": run_id}
+        stmt = self._q.list_deliveries
+        if statuses is not None:
+            stmt, params["p_statuses"] = self._q.list_deliveries_by_status, list(statuses)
+        rows = await self._all(stmt, params, check_run=run_id)
+        return [delivery_from_row(row) for row in rows]
+
+    async def due_deliveries(self, *, limit: int = 100) -> list[DeliveryRecord]:
+        """Deliveries that need a (re)publish, oldest first (SKIP LOCKED on PostgreSQL)."""
+        params = {"p_now": self._db.clock(), "p_limit": limit}
+        rows = await self._all(self._q.due_deliveries, params)
+        return [delivery_from_row(row) for row in rows]
+
+    async def mark_published(self, delivery_ids: Sequence[str]) -> None:
+        """Stamp ``published_at`` on the given deliveries (unknown ids are ignored)."""
+        if not delivery_ids:
+            return
+        params = {"p_ids": list(delivery_ids), "p_now": self._db.clock()}
+        await self._transaction(lambda c: c.execute(self._q.mark_published, params), write=True)
+
+    # -- stream
+
+    async def read_stream(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[StreamEntry]:
+        """Stream entries with ``seq > after_seq`` in order."""
+        params: dict[str, Any] = {"p_run_id": run_id, "p_after": after_seq}
+        stmt = self._q.select_stream
+        if limit is not None:
+            stmt, params["p_limit"] = self._q.select_stream_limited, limit
+        rows = await self._all(stmt, params, check_run=run_id)
+        return [stream_from_row(row) for row in rows]
+
+    async def close(self) -> None:
+        """Stop idle threads and close pooled connections."""
+        await self._run_on_own_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._threads.close()
+        self._db.dispose()
+
+    # -- plumbing
+
+    async def _transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        return await self._run_on_own_thread(lambda: self._db.transaction(fn, write=write))
+
+    async def _run_on_own_thread(self, fn: Callable[[], T]) -> T:
+        thread = self._threads.acquire()
+        try:
+            return await thread.run(fn)
+        finally:
+            self._threads.release(thread)
+
+    async def _one(self, stmt: Any, params: dict[str, Any]) -> Any:
+        rows = await self._all(stmt, params)
+        return rows[0] if rows else None
+
+    async def _all(
+        self, stmt: Any, params: dict[str, Any], check_run: str | None = None
+    ) -> list[Any]:
+        def txn(conn: Connection) -> list[Any]:
+            rows = list(conn.execute(stmt, params).all())
+            if not rows and check_run is not None:
+                exists = conn.execute(self._q.run_exists, {"p_run_id": check_run}).first()
+                if exists is None:
+                    raise RunNotFoundError(check_run)
+            return rows
+
+        return await self._transaction(txn, write=False)
+
+    def _existing_run(self, conn: Connection, run: NewRun) -> RunRecord:
+        row = conn.execute(self._q.select_run, {"p_run_id": run.run_id}).one_or_none()
+        if row is None and run.idempotency_key is not None:
+            by_key = {"p_key": run.idempotency_key}
+            row = conn.execute(self._q.select_run_by_key, by_key).one_or_none()
+        if row is None:  # pragma: no cover - the conflicting insert committed or we'd wait
+            raise RunNotFoundError(run.run_id)
+        return run_from_row(row)
+
+
+def _encoded(value: Any, label: str, run_id: str) -> EncodedJson | None:
+    return None if value is None else encode(value, label, run_id)
+
+
+def _new_run_record(run: NewRun, now: datetime) -> RunRecord:
+    return RunRecord(
+        run_id=run.run_id,
+        workflow_name=run.workflow_name,
+        status="running",
+        state=run.state,
+        meta=run.meta,
+        result=None,
+        error=None,
+        code_version=run.code_version,
+        idempotency_key=run.idempotency_key,
+        created_at=now,
+        updated_at=now,
+        deadline_at=run.deadline_at,
+    )

@@ -1,0 +1,223 @@
+"""``Workflow``: a class whose ``@step`` methods form an event graph."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import _graph
+from ._signature import StepSpec
+from .errors import WorkflowRuntimeError, WorkflowValidationError
+from .events import Event, StartEvent, StopEvent
+from .handler import WorkflowHandler
+from .resource import ResourceManager
+
+if TYPE_CHECKING:
+    from .context.context import Context
+    from .runtime.base import BaseRuntime
+
+log = logging.getLogger("celery_workflows.workflow")
+
+
+class _WorkflowMeta(type):
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        cls._step_functions: dict[str, Callable[..., Any]] = {}  # type: ignore[misc]
+
+
+class Workflow(metaclass=_WorkflowMeta):
+    """An event-driven workflow: subclass it and mark methods with ``@step``.
+
+    Args:
+        timeout: seconds a run may take (None: no limit); WorkflowTimeoutError after.
+        disable_validation: skip the event graph checks at ``run()``.
+        verbose: accepted for compatibility.
+        resource_manager: where ``Resource`` values are built and cached.
+        num_concurrent_runs: how many runs of this workflow may be active at once.
+        runtime: where runs execute: ``CeleryRuntime(app, ...)`` or None for in-process.
+        workflow_name: the stable name used in task names and the run store
+            (default: ``module.QualName``).
+    """
+
+    _step_functions: dict[str, Callable[..., Any]]
+
+    def __init__(
+        self,
+        timeout: float | None = 45.0,
+        disable_validation: bool = False,
+        verbose: bool = False,
+        resource_manager: ResourceManager | None = None,
+        num_concurrent_runs: int | None = None,
+        runtime: BaseRuntime | None = None,
+        workflow_name: str | None = None,
+        skip_graph_checks: set[str] | None = None,
+        serializer: Any = None,
+    ) -> None:
+        if num_concurrent_runs is not None and (
+            isinstance(num_concurrent_runs, bool)
+            or not isinstance(num_concurrent_runs, int)
+            or num_concurrent_runs <= 0
+        ):
+            raise WorkflowValidationError(
+                "num_concurrent_runs must be an integer greater than 0 or None"
+            )
+        self._timeout = timeout
+        self._verbose = verbose
+        self._disable_validation = disable_validation
+        self._num_concurrent_runs = num_concurrent_runs
+        self._workflow_name = workflow_name
+        self._serializer = serializer
+        self._resource_manager = resource_manager or ResourceManager()
+        specs = self._step_specs()
+        name = type(self).__name__
+        self._start_event_class = _graph.start_event_class(specs, name)
+        self._stop_event_class = _graph.stop_event_class(specs, name)
+        self._events = _graph.collect_events(specs)
+        self._validated = False
+        self._runtime = runtime
+        if runtime is not None:
+            runtime.binding(self)
+
+    # --- steps -----------------------------------------------------------------------
+
+    @classmethod
+    def add_step(cls, func: Callable[..., Any]) -> None:
+        """Register a free function (decorated with ``@step(workflow=cls)``) as a step."""
+        if getattr(func, "_step_config", None) is None:
+            raise WorkflowValidationError(
+                f"Step function {func.__name__} is missing the `@step` decorator."
+            )
+        if func.__name__ in cls._class_steps():
+            raise WorkflowValidationError(
+                f"A step {func.__name__} is already part of this workflow, please choose "
+                "another name."
+            )
+        cls._step_functions[func.__name__] = func
+
+    @classmethod
+    def _class_steps(cls) -> dict[str, Callable[..., Any]]:
+        found: dict[str, Callable[..., Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if callable(value) and hasattr(value, "_step_config"):
+                    found[attr] = value
+            found.update(getattr(klass, "_step_functions", {}))
+        return found
+
+    def _step_functions_by_name(self) -> dict[str, Callable[..., Any]]:
+        """Each step's callable: bound methods, and free functions as they are."""
+        functions: dict[str, Callable[..., Any]] = {}
+        for name, func in type(self)._class_steps().items():
+            is_method = name not in type(self)._step_functions and any(
+                name in vars(k) for k in type(self).__mro__
+            )
+            functions[name] = getattr(self, name) if is_method else func
+        return functions
+
+    def _step_specs(self) -> dict[str, StepSpec]:
+        """``{step name: spec}`` of every step."""
+        specs: dict[str, StepSpec] = {}
+        for name, func in type(self)._class_steps().items():
+            spec: StepSpec = func._step_config  # type: ignore[attr-defined]
+            specs[name] = spec
+        return specs
+
+    def _state_type(self) -> type[BaseModel]:
+        from .runtime.binding import state_type_of
+
+        return state_type_of(self._step_specs())
+
+    # --- properties ------------------------------------------------------------------
+
+    @property
+    def workflow_name(self) -> str:
+        """Stable name of the workflow (explicit, or ``module.QualName``)."""
+        if self._workflow_name is not None:
+            return self._workflow_name
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    @property
+    def start_event_class(self) -> type[StartEvent]:
+        """The StartEvent type the workflow takes."""
+        return self._start_event_class
+
+    @property
+    def stop_event_class(self) -> type[StopEvent]:
+        """The StopEvent type the workflow ends with."""
+        return self._stop_event_class
+
+    @property
+    def events(self) -> list[type[Event]]:
+        """Every event type the steps accept or return."""
+        return self._events
+
+    @property
+    def runtime(self) -> BaseRuntime:
+        """The runtime runs go to (the in-process one of the running loop by default)."""
+        if self._runtime is not None:
+            return self._runtime
+        from .runtime.local import default_runtime
+
+        return default_runtime()
+
+    # --- validation and runs ---------------------------------------------------------
+
+    def validate(self) -> bool:
+        """Check the event graph; True if the workflow uses human-in-the-loop events."""
+        return _graph.validate_graph(self._step_specs(), type(self).__name__)
+
+    def _validate(self) -> None:
+        if self._disable_validation or self._validated:
+            return
+        self.validate()
+        self._validated = True
+
+    def _start_event(self, start_event: StartEvent | None, **kwargs: Any) -> StartEvent:
+        if start_event is not None:
+            if not isinstance(start_event, StartEvent):
+                raise ValueError("The 'start_event' argument must be an instance of 'StartEvent'.")
+            if kwargs:
+                log.warning(
+                    "Keyword arguments are not supported when 'run()' is invoked with the "
+                    "'start_event' parameter. These keyword arguments will be ignored: %s",
+                    kwargs,
+                )
+            return start_event
+        try:
+            return self._start_event_class(**kwargs)
+        except ValidationError as exc:
+            raise WorkflowRuntimeError(
+                f"Failed creating a start event of type '{self._start_event_class.__name__}' "
+                f"with the keyword arguments: {kwargs}"
+            ) from exc
+
+    def run(
+        self,
+        ctx: Context[Any] | None = None,
+        start_event: StartEvent | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandler:
+        """Start a run and return its handler at once.
+
+        ``ctx`` selects the mode: None (fresh run); a context whose run finished (a new
+        run that keeps its state); a restored snapshot of a live run (resume it, no new
+        StartEvent). A context whose run is still going is an error.
+        """
+        from .context.context import Context, _Pre
+        from .errors import ContextStateError
+
+        self._validate()
+        run_id = kwargs.pop("run_id", None)
+        ctx = ctx if ctx is not None else Context(self)
+        if not isinstance(ctx._face, _Pre) and ctx.is_running:
+            raise ContextStateError(
+                "Cannot start a new run while context is already running. Wait for "
+                "completion or use a new Context."
+            )
+        resuming = isinstance(ctx._face, _Pre) and ctx.is_running
+        event = None if resuming else self._start_event(start_event, **kwargs)
+        return self.runtime.start(self, ctx, event, run_id)

@@ -99,9 +99,60 @@ def validate_graph(specs: Mapping[str, StepSpec], cls_name: str) -> bool:
             "The following events are produced but never consumed: "
             + ", ".join(sorted(t.__name__ for t in unused))
         )
+    _check_fan_in(specs)
+    _check_reachability(specs)
     return any(_sub(p, InputRequiredEvent) for p in produced) or any(
         _sub(t, HumanResponseEvent) for s in specs.values() for t in s.accepted_events
     )
+
+
+def _downstream(specs: Mapping[str, StepSpec], seeds: set[type]) -> set[type]:
+    """Event types reachable from ``seeds`` through the steps (transitively)."""
+    seen = set(seeds)
+    frontier = set(seeds)
+    while frontier:
+        takers = [s for s in specs.values() if any(_accepts_type(s, t) for t in frontier)]
+        frontier = {t for s in takers for t in s.output_events} - seen
+        seen |= frontier
+    return seen
+
+
+def _check_fan_in(specs: Mapping[str, StepSpec]) -> None:
+    streamed = _downstream(
+        specs, {t for s in specs.values() if s.is_fan_out for t in s.output_events}
+    )
+    errors = []
+    for spec in specs.values():
+        if spec.collection_param is None:
+            continue
+        missing = [t for t in spec.accepted_events if not any(_accepts_type(spec, p) for p in streamed)]
+        if missing:
+            names = ", ".join(sorted(t.__name__ for t in missing))
+            errors.append(
+                f"Step '{spec.name}' parameter '{spec.collection_param}' collects list[{names}], "
+                "but no returned-list producer creates a stream for those event types. "
+                "list[E] fan-in only consumes events from steps annotated as returning "
+                "list[E]; use ctx.collect_events for unstreamed ctx.send_event flows."
+            )
+    if errors:
+        raise WorkflowValidationError("\n".join(errors))
+
+
+def _check_reachability(specs: Mapping[str, StepSpec]) -> None:
+    inputs = {t for s in specs.values() for t in s.accepted_events if _sub(t, (StartEvent, HumanResponseEvent))}
+    reachable_events = _downstream(specs, inputs)
+    unreachable = [
+        s.name
+        for s in specs.values()
+        if s.role == "step" and not any(_accepts_type(s, t) for t in reachable_events)
+    ]
+    if unreachable:
+        names = ", ".join(unreachable)
+        raise WorkflowValidationError(
+            "Graph validation failed:\n"
+            f"  - [reachability] Unreachable steps: {names}\n"
+            "    Steps must be reachable from StartEvent or HumanResponseEvent."
+        )
 
 
 def collect_events(specs: Mapping[str, StepSpec]) -> list[type[Event]]:

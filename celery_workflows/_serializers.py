@@ -35,12 +35,22 @@ def qualified_name(cls: type[Any]) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
+_framework_record_names: dict[type[Any], str] = {}
+
+
+def record_name(cls: type[Any]) -> str:
+    """The class name a record carries. The package's own events are written under
+    upstream's names (``workflows.events.X``) so that snapshots load in either package."""
+    return _framework_record_names.get(cls) or qualified_name(cls)
+
+
 def register_framework_types(*classes: type[Any]) -> None:
     """Register package-owned classes that every serializer may resolve."""
     for cls in classes:
         _framework_types[qualified_name(cls)] = cls
         # Upstream snapshots name framework events under ``workflows.*``.
         _framework_types[f"workflows.events.{cls.__qualname__}"] = cls
+        _framework_record_names[cls] = f"workflows.events.{cls.__qualname__}"
 
 
 def import_qualified_name(name: str) -> Any:
@@ -151,7 +161,7 @@ class JsonSerializer(BaseSerializer):
             return {
                 "__is_pydantic": True,
                 "value": value.model_dump(mode="json"),
-                "qualified_name": qualified_name(type(value)),
+                "qualified_name": record_name(type(value)),
             }
         if hasattr(value, "class_name") and hasattr(value, "to_dict"):
             return {

@@ -164,6 +164,13 @@ def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
         out.events.append((name, members))
 
 
+def _raise(message: str, func: Callable[..., Any]) -> None:
+    # Upstream's message stays as it is (code matches on it); the note says where.
+    error = WorkflowValidationError(message)
+    error.add_note(f"in step {func.__qualname__!r} (module {func.__module__})")
+    raise error
+
+
 def build_spec(
     func: Callable[..., Any],
     localns: dict[str, Any],
@@ -183,21 +190,12 @@ def build_spec(
         if pname == "self" or pname not in hints:
             continue
         _classify(pname, hints[pname], params, name)
-    where = f"(step '{func.__qualname__}')"
     if not params.events:
-        raise WorkflowValidationError(
-            f"Step signature must have at least one parameter annotated as type Event {where}"
-        )
+        _raise("Step signature must have at least one parameter annotated as type Event", func)
     if params.collection is not None and len(params.events) > 1:
-        raise WorkflowValidationError(
-            "A list[Event] collection parameter cannot be combined with other event "
-            f"parameters {where}"
-        )
+        _raise("A list[Event] collection parameter cannot be combined with other event parameters", func)
     if "return" not in hints:
-        raise WorkflowValidationError(
-            "Return types of workflows step functions must be annotated with their type. "
-            f"{where}"
-        )
+        _raise("Return types of workflows step functions must be annotated with their type.", func)
     returns, fan_out = _return_types(hints["return"])
     accepted = tuple(dict.fromkeys(t for _, ts in params.events for t in ts))
     if role == "catch_error" and accepted != (StepFailedEvent,):

@@ -200,7 +200,7 @@ class Context(Generic[MODEL_T]):
         the awaited event by field values. While waiting no worker is held.
         """
         inv = self._internal("wait_for_event")
-        return inv.wait_for_event(event_type, waiter_event, waiter_id, requirements)  # type: ignore[return-value]
+        return inv.wait_for_event(event_type, waiter_event, waiter_id, requirements, timeout)  # type: ignore[return-value]
 
     def collect_events(
         self, ev: Event, expected: list[type[Event]], buffer_id: str | None = None

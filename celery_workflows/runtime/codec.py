@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from .._serializers import JsonSerializer, qualified_name
+from .._serializers import JsonSerializer, record_name
 from ..context.state_store import DictState, copy_for_edit
 from ..errors import InvalidMessageError, StateValidationError
 from ..events import Event, _dump_exception, _load_exception
@@ -136,4 +136,4 @@ class JsonCodec:
 def event_type_name(event_or_type: Event | type[Event]) -> str:
     """Qualified name of an event (type)."""
     cls = event_or_type if isinstance(event_or_type, type) else type(event_or_type)
-    return qualified_name(cls)
+    return record_name(cls)

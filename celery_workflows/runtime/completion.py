@@ -17,6 +17,7 @@ from .._signature import StepSpec
 from ..errors import InvalidMessageError, WorkflowRuntimeError
 from ..events import (
     Event,
+    StepState,
     InputRequiredEvent,
     StepFailedEvent,
     StopEvent,
@@ -26,6 +27,13 @@ from ..store.base import DeliveryRecord, NewDelivery, RunTxn, utcnow
 from .binding import Binding
 from .routing import Output, child_id
 from .step_context import Invocation, StepSuspended
+
+
+def step_state(delivery: DeliveryRecord, state: StepState) -> Event:
+    """The StepStateChanged event of ``delivery`` (imported lazily: engine imports us)."""
+    from .engine import step_state as make
+
+    return make(delivery, state)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -59,6 +67,8 @@ def returned_outputs(inv: Invocation, result: Any) -> list[Output]:
         return []
     if isinstance(result, Event):
         return [Output(result, None, inv.scope)]
+    if isinstance(result, list | tuple) and not result and inv.spec.is_fan_out:
+        return []  # the empty stream is released by Completer._empty_fan_outs
     if isinstance(result, list | tuple) and inv.spec.is_fan_out:
         bad = [r for r in result if not isinstance(r, Event)]
         if not bad:
@@ -70,6 +80,40 @@ def returned_outputs(inv: Invocation, result: Any) -> list[Output]:
     raise WorkflowRuntimeError(
         f"Step function {inv.spec.name} returned {type(result).__name__} instead of an Event "
         f"instance (run {inv.delivery.run_id!r}, step {inv.spec.name!r})."
+    )
+
+
+def _empty_fan_outs(binding: Binding, delivery: DeliveryRecord, result: Any) -> list[NewDelivery]:
+    """A fan-out that returned ``[]`` releases its collectors with an empty batch."""
+    spec = binding.specs[delivery.step]
+    if not (spec.is_fan_out and isinstance(result, list | tuple) and not result):
+        return []
+    produced = set(spec.output_events)
+    return [
+        NewDelivery(
+            child_id(delivery.delivery_id, f"empty/{c.name}"),
+            c.name,
+            delivery.event,
+            parent_id=delivery.delivery_id,
+            extra={"batch": [], "scope": delivery.extra.get("scope", [])},
+        )
+        for c in binding.specs.values()
+        if c.is_collect and produced & set(c.accepted_events)
+    ]
+
+
+def _timeout_delivery(delivery: DeliveryRecord, waiter: dict[str, Any]) -> NewDelivery:
+    """Re-runs the waiting step when the wait times out (dropped if the wait ended)."""
+    due = utcnow() + timedelta(seconds=float(waiter["timeout"]))
+    marker = {"waiter_id": waiter["waiter_id"], "journal_id": waiter["journal_id"]}
+    return NewDelivery(
+        child_id(delivery.delivery_id, f"timeout/{waiter['waiter_id']}"),
+        delivery.step,
+        delivery.event,
+        parent_id=delivery.delivery_id,
+        journal_id=waiter["journal_id"],
+        not_before=due,
+        extra={**waiter.get("extra", {}), "timeout_of": marker},
     )
 
 
@@ -92,7 +136,7 @@ class Completer:
             except WorkflowRuntimeError as exc:
                 outcome.error = exc
             else:
-                await self._commit(binding, delivery, outputs, None)
+                await self._commit(binding, delivery, outputs, None, outcome.result)
                 return
         await self._failed(binding, delivery, spec, outcome.error)
 
@@ -102,6 +146,7 @@ class Completer:
         delivery: DeliveryRecord,
         outputs: list[Output],
         suspended: StepSuspended | None,
+        outcome_result: Any = None,
     ) -> None:
         codec = binding.codec
         stop = next((o.event for o in outputs if isinstance(o.event, StopEvent)), None)
@@ -114,6 +159,15 @@ class Completer:
             if suspended is not None:
                 await self._register_waiter(binding, txn, meta, suspended)
             routed = binding.router.route(meta, rest, delivery.delivery_id)
+            routed.deliveries.extend(_empty_fan_outs(binding, delivery, outcome_result))
+            progress = list(routed.deliveries)
+            if suspended is not None and suspended.waiter.get("timeout") is not None:
+                routed.deliveries.append(_timeout_delivery(delivery, suspended.waiter))
+            if self.engine.step_events:
+                await txn.append_stream(
+                    codec.encode_event(step_state(delivery, StepState.NOT_RUNNING)),
+                    f"{delivery.delivery_id}:a{delivery.attempt}:stopped",
+                )
             txn.add_deliveries(routed.deliveries)
             txn.set_meta(meta)
             txn.finish_delivery(delivery.fence, "done")
@@ -122,7 +176,7 @@ class Completer:
                 await txn.append_stream(payload, f"{delivery.run_id}:stop")
                 txn.set_status("completed", result=payload)
             else:
-                await self._settle_status(txn, delivery, meta, routed.deliveries)
+                await self._settle_status(txn, delivery, meta, progress)
         if stop is None:
             self.engine.publish(binding, delivery.run_id, routed.deliveries)
         self.engine.notify(delivery.run_id)
@@ -146,7 +200,11 @@ class Completer:
             if txn.run.status == "waiting":
                 txn.set_status("running")
             return
-        others = [d for d in await txn.open_deliveries() if d.delivery_id != delivery.delivery_id]
+        others = [
+            d
+            for d in await txn.open_deliveries()
+            if d.delivery_id != delivery.delivery_id and "timeout_of" not in d.extra
+        ]
         if not others and meta.get("waiters") and txn.run.status == "running":
             txn.set_status("waiting")
 

@@ -18,7 +18,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import FencedOutError, WorkflowRuntimeError
-from ..events import Event, StartEvent, WorkflowCancelledEvent, WorkflowTimedOutEvent
+from ..events import (
+    Event,
+    StartEvent,
+    StepState,
+    StepStateChanged,
+    WorkflowCancelledEvent,
+    WorkflowTimedOutEvent,
+)
 from ..store.base import (
     DeliveryRecord,
     NewDelivery,
@@ -78,6 +85,9 @@ class Engine:
         self.dispatcher = dispatcher
         self.lease_seconds = lease_seconds
         self.max_collect_rounds = max_collect_rounds
+        #: Stream StepStateChanged events (upstream's internal events). The in-process
+        #: runtime turns this on; for Celery it would cost two stream writes per hop.
+        self.step_events = False
         self.bindings: dict[str, Binding] = {}
         self.listeners: list[Listener] = []
         self._completer = Completer(self)
@@ -166,12 +176,32 @@ class Engine:
         if spec is None:
             await self._completer.reject(binding, delivery, f"unknown step {delivery.step!r}")
             return
+        if await self._waiter_timed_out(delivery):
+            return
+        if self.step_events:
+            await self.append_stream(binding, delivery.run_id, step_state(delivery, StepState.RUNNING), None)
         inv_outcome = await self._run(binding, delivery)
         try:
             await self._completer.complete(binding, delivery, spec, inv_outcome)
         except FencedOutError as exc:
             # The run finished or another attempt took over: this attempt's work is void.
             log.info("completion of %s refused: %s", delivery_id, exc)
+
+    async def _waiter_timed_out(self, delivery: DeliveryRecord) -> bool:
+        """For a wait_for_event timeout delivery: True (and done) if the wait already ended."""
+        marker = delivery.extra.get("timeout_of")
+        if marker is None:
+            return False
+        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
+            meta = dict(txn.run.meta)
+            waiters = list(meta.get("waiters", []))
+            match = [w for w in waiters if w["waiter_id"] == marker["waiter_id"] and w["journal_id"] == marker["journal_id"]]
+            if match:
+                meta["waiters"] = [w for w in waiters if w not in match]
+                txn.set_meta(meta)
+                return False
+            txn.finish_delivery(delivery.fence, "done")
+            return True
 
     async def _run(self, binding: Binding, delivery: DeliveryRecord) -> Outcome:
         from ..context.context import Context
@@ -272,6 +302,16 @@ class Engine:
             txn.set_status(status, error=error)
         self.notify(run_id)
         return True
+
+
+def step_state(delivery: DeliveryRecord, state: StepState) -> StepStateChanged:
+    """The internal event that says a step started or stopped."""
+    return StepStateChanged(
+        name=delivery.step,
+        step_state=state,
+        worker_id=delivery.delivery_id,
+        input_event_name=type(delivery.event).__name__,
+    )
 
 
 def _decode_list(codec: Any, payload: Any) -> list[Event] | None:

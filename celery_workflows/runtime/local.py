@@ -83,6 +83,7 @@ class LocalRuntime(BaseRuntime):
         self.dispatcher = InlineDispatcher()
         super().__init__(store or InMemoryRunStore(), self.dispatcher)
         self.dispatcher.engine = self.engine
+        self.engine.step_events = True
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._active: dict[str, set[str]] = defaultdict(set)
         self._queued: dict[str, list[tuple[Binding, str]]] = defaultdict(list)

@@ -32,8 +32,8 @@ def build_snapshot(
     codec = binding.codec
     workers = {name: empty_worker() for name in binding.specs}
     for d in open_deliveries:
-        if d.step not in workers:
-            continue
+        if d.step not in workers or "timeout_of" in d.extra:
+            continue  # wait timeouts are not work items (the waiter itself is saved)
         item = work_item(serializer.serialize(codec.decode_event(d.event)), d.delivery_id)
         workers[d.step]["in_progress" if d.status == "running" else "queue"].append(item)
     for key, payloads in (run.meta.get("collect") or {}).items():
@@ -50,8 +50,13 @@ def build_snapshot(
 
 
 def _waiter_item(waiter: dict[str, Any], codec: Any, serializer: BaseSerializer) -> dict[str, Any]:
+    waiter_id = waiter["waiter_id"]
+    if waiter.get("default_id"):
+        # Upstream derives an unnamed waiter's id from the awaited type, requirements and
+        # work item; write it that way so upstream's re-run of the step finds its answer.
+        waiter_id = f"waiter_{waiter['waiting_for']}_{waiter.get('requirements') or {}}_{waiter['delivery_id']}"
     return {
-        "waiter_id": waiter["waiter_id"],
+        "waiter_id": waiter_id,
         "event": serializer.serialize(codec.decode_event(waiter["event"])),
         "bound_events": None,
         "waiting_for_event": waiter["waiting_for"],

@@ -117,11 +117,15 @@ class Invocation:
         waiter_event: Event | None,
         waiter_id: str | None,
         requirements: dict[str, Any] | None,
+        timeout: float | None = None,
     ) -> Event:
         """The awaited event if it arrived, else suspend the step until it does."""
         name = event_type_name(event_type)
         wid = waiter_id or f"waiter_{name}_{sorted((requirements or {}).items())}"
         resolved = self.delivery.extra.get("resolved", {})
+        timed_out = self.delivery.extra.get("timeout_of") or {}
+        if timed_out.get("waiter_id") == wid:
+            raise TimeoutError(f"Timed out waiting for {event_type.__name__}")
         if wid in resolved:
             return self.binding.codec.decode_event(resolved[wid])
         if waiter_id is None:
@@ -129,7 +133,7 @@ class Invocation:
             # maker's choosing; an unnamed wait takes the answer of its type.
             for payload in resolved.values():
                 event = self.binding.codec.decode_event(payload)
-                if type(event) is event_type:
+                if event_type_name(event) == name:
                     return event
         waiter = {
             "waiter_id": wid,
@@ -140,7 +144,9 @@ class Invocation:
             "waiting_for": name,
             "requirements": requirements or {},
             "resolved": resolved,
-            "extra": {k: v for k, v in self.delivery.extra.items() if k != "resolved"},
+            "extra": {k: v for k, v in self.delivery.extra.items() if k not in ("resolved", "timeout_of")},
+            "timeout": timeout,
+            "default_id": waiter_id is None,
         }
         raise StepSuspended(waiter, waiter_event)
 

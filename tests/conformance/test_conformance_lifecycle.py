@@ -78,6 +78,7 @@ async def test_a_stop_event_result_is_returned_by_awaiting_the_handler_twice(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
     handler = sleeping_workflow(impl, 0).run()
+    assert isinstance(handler, impl.WorkflowHandler)
     assert await bounded(handler) == "woke"
     assert await bounded(handler) == "woke"
     assert handler.is_done() is True

@@ -46,7 +46,11 @@ class Queries:
             _r.idempotency_key == bindparam("p_key")
         )
         self.run_exists: Select[Any] = select(_r.run_id).where(_r.run_id == bindparam("p_run_id"))
-        self.insert_run: Insert = dialect.insert_ignore(runs)
+        # rowcount tells "created" from "already there"; SQLAlchemy keeps it for INSERT
+        # only when asked.
+        self.insert_run: Insert = dialect.insert_ignore(runs).execution_options(
+            preserve_rowcount=True
+        )
         self._init_deliveries(dialect)
         self._init_journal_and_stream(dialect)
 

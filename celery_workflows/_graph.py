@@ -49,7 +49,8 @@ def stop_event_class(specs: Mapping[str, StepSpec], cls_name: str) -> type[StopE
             f"Only one type of StopEvent is allowed per workflow, found {len(found)}: "
             f"{found} in workflow '{cls_name}'."
         )
-    return found.pop()  # type: ignore[return-value]
+    stop: type[StopEvent] = found.pop()
+    return stop
 
 
 def _accepts_type(spec: StepSpec, produced: type) -> bool:
@@ -67,7 +68,9 @@ def validate_graph(specs: Mapping[str, StepSpec], cls_name: str) -> bool:
         )
     start_event_class(specs, cls_name)
     stop_event_class(specs, cls_name)
-    stop_takers = [n for n, s in specs.items() if any(_sub(t, StopEvent) for t in s.accepted_events)]
+    stop_takers = [
+        n for n, s in specs.items() if any(_sub(t, StopEvent) for t in s.accepted_events)
+    ]
     if stop_takers:
         plural = "" if len(stop_takers) == 1 else "s"
         names = "', '".join(stop_takers)
@@ -125,7 +128,9 @@ def _check_fan_in(specs: Mapping[str, StepSpec]) -> None:
     for spec in specs.values():
         if spec.collection_param is None:
             continue
-        missing = [t for t in spec.accepted_events if not any(_accepts_type(spec, p) for p in streamed)]
+        missing = [
+            t for t in spec.accepted_events if not any(_accepts_type(spec, p) for p in streamed)
+        ]
         if missing:
             names = ", ".join(sorted(t.__name__ for t in missing))
             errors.append(
@@ -139,7 +144,12 @@ def _check_fan_in(specs: Mapping[str, StepSpec]) -> None:
 
 
 def _check_reachability(specs: Mapping[str, StepSpec]) -> None:
-    inputs = {t for s in specs.values() for t in s.accepted_events if _sub(t, (StartEvent, HumanResponseEvent))}
+    inputs = {
+        t
+        for s in specs.values()
+        for t in s.accepted_events
+        if _sub(t, (StartEvent, HumanResponseEvent))
+    }
     reachable_events = _downstream(specs, inputs)
     unreachable = [
         s.name

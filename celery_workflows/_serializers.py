@@ -182,7 +182,7 @@ class JsonSerializer(BaseSerializer):
             if data.get("__is_pydantic") and name:
                 return self.resolve_class(name).model_validate(data["value"])
             if data.get("__is_component") and name:
-                return self.resolve_class(name).from_dict(data["value"])  # type: ignore[attr-defined]
+                return self.resolve_class(name).from_dict(data["value"])
             return {k: self.deserialize_value(v) for k, v in data.items()}
         if isinstance(data, list):
             return [self.deserialize_value(v) for v in data]
@@ -216,7 +216,7 @@ class PickleSerializer(JsonSerializer):
     def deserialize(self, value: str) -> Any:
         """Pickle when the string is a pickle, else JSON."""
         try:
-            return pickle.loads(base64.b64decode(value, validate=True))  # noqa: S301
+            return pickle.loads(base64.b64decode(value, validate=True))
         except Exception:
             return super().deserialize(value)
 

@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -67,7 +67,7 @@ def capture_localns(depth: int) -> dict[str, Any]:
     """Merge the locals of the scopes around a decorator call (innermost wins)."""
     merged: dict[str, Any] = {}
     frame = sys._getframe(depth + 1)
-    frames = []
+    frames: list[types.FrameType] = []
     while frame is not None and len(frames) < 4:
         frames.append(frame)
         frame = frame.f_back  # type: ignore[assignment]
@@ -164,7 +164,7 @@ def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
         out.events.append((name, members))
 
 
-def _raise(message: str, func: Callable[..., Any]) -> None:
+def _raise(message: str, func: Callable[..., Any]) -> NoReturn:
     # Upstream's message stays as it is (code matches on it); the note says where.
     error = WorkflowValidationError(message)
     error.add_note(f"in step {func.__qualname__!r} (module {func.__module__})")
@@ -186,14 +186,17 @@ def build_spec(
     name = func.__name__
     hints = _resolve_hints(func, localns)
     params = _Params()
-    for pname, param in inspect.signature(func).parameters.items():
+    for pname in inspect.signature(func).parameters:
         if pname == "self" or pname not in hints:
             continue
         _classify(pname, hints[pname], params, name)
     if not params.events:
         _raise("Step signature must have at least one parameter annotated as type Event", func)
     if params.collection is not None and len(params.events) > 1:
-        _raise("A list[Event] collection parameter cannot be combined with other event parameters", func)
+        _raise(
+            "A list[Event] collection parameter cannot be combined with other event parameters",
+            func,
+        )
     if "return" not in hints:
         _raise("Return types of workflows step functions must be annotated with their type.", func)
     returns, fan_out = _return_types(hints["return"])

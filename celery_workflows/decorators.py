@@ -46,8 +46,7 @@ def _mark(
     if _is_free_function(func.__qualname__):
         if workflow is None:
             raise WorkflowValidationError(
-                f"To decorate {func.__name__} please pass a workflow class to the @step "
-                "decorator."
+                f"To decorate {func.__name__} please pass a workflow class to the @step decorator."
             )
         workflow.add_step(func)
     return func

@@ -76,7 +76,9 @@ class WorkflowHandler:
 
     def done(self) -> bool:
         """Deprecated alias of :meth:`is_done`."""
-        warnings.warn("handler.done() is deprecated; use is_done()", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "handler.done() is deprecated; use is_done()", DeprecationWarning, stacklevel=2
+        )
         return self.is_done()
 
     def exception(self) -> BaseException | None:
@@ -110,4 +112,5 @@ class WorkflowHandler:
         await self._runtime.engine.send_event(self._binding, self.run_id, event, step)
 
     def __str__(self) -> str:
-        return f"WorkflowHandler(workflow={self._binding.name}, run_id={self.run_id}, result={self._stop})"
+        name = self._binding.name
+        return f"WorkflowHandler(workflow={name}, run_id={self.run_id}, result={self._stop})"

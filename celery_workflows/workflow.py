@@ -25,7 +25,7 @@ log = logging.getLogger("celery_workflows.workflow")
 class _WorkflowMeta(type):
     def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
         super().__init__(name, bases, namespace)
-        cls._step_functions: dict[str, Callable[..., Any]] = {}  # type: ignore[misc]
+        cls._step_functions: dict[str, Callable[..., Any]] = {}
 
 
 class Workflow(metaclass=_WorkflowMeta):

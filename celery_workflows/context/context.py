@@ -18,7 +18,7 @@ from .._serializers import BaseSerializer, JsonSerializer
 from ..errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
 from ..events import Event, StopEvent
 from .snapshot import ParsedSnapshot, parse_snapshot
-from .state_store import DictState, LocalStateBackend, StateStore, default_state
+from .state_store import LocalStateBackend, StateStore, default_state
 
 if TYPE_CHECKING:
     from ..runtime.base import BaseRuntime
@@ -91,8 +91,12 @@ class Context(Generic[MODEL_T]):
 
     def _attach(self, runtime: BaseRuntime, binding: Binding, run_id: str) -> None:
         """Bind this context to a started run (the caller's face)."""
-        serializer = self._face.serializer if isinstance(self._face, _Pre | _External) else JsonSerializer()
-        self._face = _External(runtime, binding, run_id, serializer, runtime.state_store(binding, run_id))
+        serializer = (
+            self._face.serializer if isinstance(self._face, _Pre | _External) else JsonSerializer()
+        )
+        self._face = _External(
+            runtime, binding, run_id, serializer, runtime.state_store(binding, run_id)
+        )
 
     # --- phase guards ------------------------------------------------------------------
 
@@ -157,9 +161,12 @@ class Context(Generic[MODEL_T]):
             return data
         if isinstance(face, _Internal):
             inv = face.invocation
-            runtime = inv.engine
-            return runtime_snapshot(inv.binding, inv.engine, inv.delivery.run_id, serializer, include_state)
-        return face.runtime.snapshot(face.binding, face.run_id, serializer, include_state=include_state)
+            return runtime_snapshot(
+                inv.binding, inv.engine, inv.delivery.run_id, serializer, include_state
+            )
+        return face.runtime.snapshot(
+            face.binding, face.run_id, serializer, include_state=include_state
+        )
 
     @classmethod
     def from_dict(
@@ -184,7 +191,9 @@ class Context(Generic[MODEL_T]):
         elif isinstance(face, _External):
             face.runtime.send_event(face.binding, face.run_id, message, step)
         else:
-            raise ContextStateError("send_event() called before workflow started. Call workflow.run() first.")
+            raise ContextStateError(
+                "send_event() called before workflow started. Call workflow.run() first."
+            )
 
     async def wait_for_event(
         self,

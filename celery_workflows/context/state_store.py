@@ -222,9 +222,7 @@ class StateStore(Generic[MODEL_T]):
     async def _write(self) -> AsyncIterator[StateEdit]:
         task = asyncio.current_task()
         if self._holder is not None and self._holder is task:
-            raise RuntimeError(
-                "writer called inside edit_state: mutate the yielded state instead"
-            )
+            raise RuntimeError("writer called inside edit_state: mutate the yielded state instead")
         async with self._backend.write() as edit:
             self._holder = task
             try:

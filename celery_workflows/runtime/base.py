@@ -8,6 +8,7 @@ poll the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -65,10 +66,8 @@ class BaseRuntime:
         return self._signals.setdefault(run_id, asyncio.Event())
 
     async def _wait(self, signal: asyncio.Event) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signal.wait(), self.poll_interval)
-        except TimeoutError:
-            pass
 
     def _inline(self) -> bool:
         return not self.store.json_payloads
@@ -142,7 +141,12 @@ class BaseRuntime:
         return not self.get_run(run_id).finished
 
     def snapshot(
-        self, binding: Binding, run_id: str, serializer: BaseSerializer, *, include_state: bool = True
+        self,
+        binding: Binding,
+        run_id: str,
+        serializer: BaseSerializer,
+        *,
+        include_state: bool = True,
     ) -> dict[str, Any]:
         """``ctx.to_dict()`` of a started run."""
         return build_snapshot(binding, self.store, run_id, serializer, include_state=include_state)
@@ -173,7 +177,9 @@ class BaseRuntime:
         """Cancel the run."""
         await self.engine.cancel(binding, run_id)
 
-    async def stream(self, binding: Binding, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+    async def stream(
+        self, binding: Binding, run_id: str, after_seq: int = 0
+    ) -> AsyncIterator[Event]:
         """Stream entries after ``after_seq`` until the run's final event."""
         seq = after_seq
         while True:

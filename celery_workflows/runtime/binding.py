@@ -45,7 +45,11 @@ class Binding:
         handlers = [s for s in self.specs.values() if s.role == "catch_error"]
         if failed_step in {h.name for h in handlers}:
             return None  # a failing handler fails the run
-        scoped = [h for h in handlers if h.catch_error_for_steps and failed_step in h.catch_error_for_steps]
+        scoped = [
+            h
+            for h in handlers
+            if h.catch_error_for_steps and failed_step in h.catch_error_for_steps
+        ]
         if scoped:
             return scoped[0]
         wildcard = [h for h in handlers if h.catch_error_for_steps is None]

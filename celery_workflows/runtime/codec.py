@@ -44,7 +44,7 @@ class LiveCodec:
         return state
 
     def decode_state(self, payload: Any, *, for_edit: bool) -> BaseModel:
-        return copy_for_edit(payload) if for_edit else payload  # type: ignore[no-any-return]
+        return copy_for_edit(payload) if for_edit else payload
 
     def encode_value(self, value: Any) -> Any:
         return value
@@ -112,7 +112,9 @@ class JsonCodec:
         if payload is None:
             return self.state_type()
         if "_data" in payload and not payload.get("__is_pydantic"):
-            return DictState(_data={k: self.serializer.deserialize_value(v) for k, v in payload["_data"].items()})
+            return DictState(
+                _data={k: self.serializer.deserialize_value(v) for k, v in payload["_data"].items()}
+            )
         state = self.serializer.deserialize_value(copy.deepcopy(payload) if for_edit else payload)
         if not isinstance(state, BaseModel):
             raise StateValidationError(f"stored state decoded to {type(state).__name__}")

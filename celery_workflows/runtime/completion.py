@@ -17,9 +17,9 @@ from .._signature import StepSpec
 from ..errors import InvalidMessageError, WorkflowRuntimeError
 from ..events import (
     Event,
-    StepState,
     InputRequiredEvent,
     StepFailedEvent,
+    StepState,
     StopEvent,
     WorkflowFailedEvent,
 )
@@ -34,6 +34,7 @@ def step_state(delivery: DeliveryRecord, state: StepState) -> Event:
     from .engine import step_state as make
 
     return make(delivery, state)
+
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -132,7 +133,10 @@ class Completer:
             return
         if outcome.error is None:
             try:
-                outputs = [*outcome.invocation.sent, *returned_outputs(outcome.invocation, outcome.result)]
+                outputs = [
+                    *outcome.invocation.sent,
+                    *returned_outputs(outcome.invocation, outcome.result),
+                ]
             except WorkflowRuntimeError as exc:
                 outcome.error = exc
             else:
@@ -155,7 +159,9 @@ class Completer:
             meta = copy_meta(txn.run.meta)
             for i, out in enumerate(rest):
                 if isinstance(out.event, InputRequiredEvent):
-                    await txn.append_stream(codec.encode_event(out.event), f"{delivery.delivery_id}:o{i}")
+                    await txn.append_stream(
+                        codec.encode_event(out.event), f"{delivery.delivery_id}:o{i}"
+                    )
             if suspended is not None:
                 await self._register_waiter(binding, txn, meta, suspended)
             routed = binding.router.route(meta, rest, delivery.delivery_id)
@@ -186,7 +192,11 @@ class Completer:
     ) -> None:
         waiter = suspended.waiter
         waiters = meta.setdefault("waiters", [])
-        waiters[:] = [w for w in waiters if w["waiter_id"] != waiter["waiter_id"] or w["journal_id"] != waiter["journal_id"]]
+        waiters[:] = [
+            w
+            for w in waiters
+            if w["waiter_id"] != waiter["waiter_id"] or w["journal_id"] != waiter["journal_id"]
+        ]
         waiters.append(waiter)
         if suspended.waiter_event is not None:
             key = f"{waiter['journal_id']}:waiter:{waiter['waiter_id']}"
@@ -214,10 +224,16 @@ class Completer:
         now = utcnow()
         retry = dict(delivery.extra.get("retry") or {})
         failures = int(retry.get("count", 0)) + 1
-        first = datetime.fromisoformat(retry["first_failed_at"]) if "first_failed_at" in retry else now
+        first = (
+            datetime.fromisoformat(retry["first_failed_at"]) if "first_failed_at" in retry else now
+        )
         elapsed = (now - first).total_seconds()
         policy = spec.retry_policy
-        delay = policy.next(elapsed, failures, exc) if policy is not None and isinstance(exc, Exception) else None
+        delay = (
+            policy.next(elapsed, failures, exc)
+            if policy is not None and isinstance(exc, Exception)
+            else None
+        )
         if delay is not None:
             retry.update(
                 count=failures,
@@ -228,7 +244,9 @@ class Completer:
             await self._retry(binding, delivery, now + timedelta(seconds=delay), retry)
             return
         handler = binding.error_handler(spec.name)
-        if handler is not None and await self._recover(binding, delivery, handler, exc, failures, elapsed, now):
+        if handler is not None and await self._recover(
+            binding, delivery, handler, exc, failures, elapsed, now
+        ):
             return
         await self._fail_run(binding, delivery, exc, failures, elapsed)
 

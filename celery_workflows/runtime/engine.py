@@ -179,7 +179,9 @@ class Engine:
         if await self._waiter_timed_out(delivery):
             return
         if self.step_events:
-            await self.append_stream(binding, delivery.run_id, step_state(delivery, StepState.RUNNING), None)
+            await self.append_stream(
+                binding, delivery.run_id, step_state(delivery, StepState.RUNNING), None
+            )
         inv_outcome = await self._run(binding, delivery)
         try:
             await self._completer.complete(binding, delivery, spec, inv_outcome)
@@ -195,7 +197,11 @@ class Engine:
         async with self.store.locked(delivery.run_id, delivery.fence) as txn:
             meta = dict(txn.run.meta)
             waiters = list(meta.get("waiters", []))
-            match = [w for w in waiters if w["waiter_id"] == marker["waiter_id"] and w["journal_id"] == marker["journal_id"]]
+            match = [
+                w
+                for w in waiters
+                if w["waiter_id"] == marker["waiter_id"] and w["journal_id"] == marker["journal_id"]
+            ]
             if match:
                 meta["waiters"] = [w for w in waiters if w not in match]
                 txn.set_meta(meta)
@@ -253,7 +259,9 @@ class Engine:
 
     # --- events from outside, stream, cancel, timeout ------------------------------------
 
-    async def send_event(self, binding: Binding, run_id: str, event: Event, step: str | None) -> None:
+    async def send_event(
+        self, binding: Binding, run_id: str, event: Event, step: str | None
+    ) -> None:
         """Send ``event`` into a run from outside (a human's answer, a nudge)."""
         if step is not None:
             binding.check_target(step, event)
@@ -270,7 +278,9 @@ class Engine:
         self.publish(binding, run_id, routed.deliveries)
         self.notify(run_id)
 
-    async def append_stream(self, binding: Binding, run_id: str, event: Event, key: str | None) -> int:
+    async def append_stream(
+        self, binding: Binding, run_id: str, event: Event, key: str | None
+    ) -> int:
         """Append ``event`` to the run's stream."""
         async with self.store.locked(run_id) as txn:
             seq = await txn.append_stream(binding.codec.encode_event(event), key)
@@ -288,7 +298,10 @@ class Engine:
         async with self.store.locked(run_id) as txn:
             active = sorted({d.step for d in await txn.open_deliveries() if d.status == "running"})
         info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
-        error = {"kind": "timeout", "message": f"Operation timed out after {timeout} seconds. {info}"}
+        error = {
+            "kind": "timeout",
+            "message": f"Operation timed out after {timeout} seconds. {info}",
+        }
         event = WorkflowTimedOutEvent(timeout=timeout, active_steps=active)
         return await self._halt(binding, run_id, event, "failed", error)
 

@@ -55,7 +55,9 @@ class InlineDispatcher:
     async def _execute(self, item: Dispatch) -> None:
         assert self.engine is not None
         binding = self.engine.bindings.get(item.workflow_name)
-        workers = binding.specs[item.step].num_workers if binding and item.step in binding.specs else 1
+        workers = (
+            binding.specs[item.step].num_workers if binding and item.step in binding.specs else 1
+        )
         key = (item.run_id, item.step)
         limit = self._limits.setdefault(key, asyncio.Semaphore(workers))
         async with limit:
@@ -64,7 +66,9 @@ class InlineDispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("delivery %s of run %s crashed the engine", item.delivery_id, item.run_id)
+                log.exception(
+                    "delivery %s of run %s crashed the engine", item.delivery_id, item.run_id
+                )
 
     def cancel_run(self, run_id: str) -> None:
         """Cancel the tasks still executing deliveries of ``run_id``."""
@@ -106,7 +110,17 @@ class LocalRuntime(BaseRuntime):
             )
         return handler
 
-    def _create(self, binding: Binding, start_event: Any, run_id: str, state: Any, resume: list[Any], meta: dict[str, Any]) -> None:
+    def _create(
+        self,
+        binding: Binding,
+        start_event: StartEvent | None,
+        run_id: str,
+        state: Any,
+        resume: list[Any],
+        meta: dict[str, Any],
+        *,
+        publish: bool = True,
+    ) -> None:
         limit = binding.workflow._num_concurrent_runs
         active = self._active[binding.name]
         # Over the limit the run row commits but its start delivery is published only
@@ -116,7 +130,8 @@ class LocalRuntime(BaseRuntime):
             self._queued[binding.name].append((binding, run_id))
         else:
             active.add(run_id)
-        super()._create(binding, start_event, run_id, state, resume, meta, publish=not held)
+        publish = publish and not held
+        super()._create(binding, start_event, run_id, state, resume, meta, publish=publish)
 
     def _expire(self, binding: Binding, run_id: str, timeout: float) -> None:
         self._timers.pop(run_id, None)

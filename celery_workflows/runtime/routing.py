@@ -101,18 +101,21 @@ class Router:
         routed: Routed,
     ) -> None:
         extra: dict[str, Any] = {"scope": [list(s) for s in out.scope]}
-        if spec.is_collect:
-            if not self._fan_in(meta, spec, out, payload, extra):
-                return
-        elif spec.is_join:
-            if not self._join(meta, spec, out.event, payload, extra):
-                return
+        if spec.is_collect and not self._fan_in(meta, spec, out, payload, extra):
+            return
+        if spec.is_join and not self._join(meta, spec, out.event, payload, extra):
+            return
         routed.deliveries.append(
             NewDelivery(delivery_id, spec.name, payload, parent_id=parent_id, extra=extra)
         )
 
     def _join(
-        self, meta: dict[str, Any], spec: StepSpec, event: Event, payload: Any, extra: dict[str, Any]
+        self,
+        meta: dict[str, Any],
+        spec: StepSpec,
+        event: Event,
+        payload: Any,
+        extra: dict[str, Any],
     ) -> bool:
         slots: dict[str, list[Any]] = meta.setdefault("joins", {}).setdefault(spec.name, {})
         for param, types in spec.event_params:
@@ -150,7 +153,8 @@ class Router:
         matched = [
             w
             for w in waiters
-            if w["waiting_for"] == name and _matches_requirements(event, w.get("requirements") or {})
+            if w["waiting_for"] == name
+            and _matches_requirements(event, w.get("requirements") or {})
         ]
         for w in matched:
             waiters.remove(w)

@@ -44,7 +44,9 @@ def build_snapshot(
             workers[step]["collect_generations"][buffer_id] = 1
     for waiter in run.meta.get("waiters") or []:
         if waiter["step"] in workers:
-            workers[waiter["step"]]["collected_waiters"].append(_waiter_item(waiter, codec, serializer))
+            workers[waiter["step"]]["collected_waiters"].append(
+                _waiter_item(waiter, codec, serializer)
+            )
     state = codec.decode_state(run.state, for_edit=False) if include_state else DictState()
     return snapshot_dict(state, serializer, is_running=not run.finished, workers=workers)
 
@@ -54,7 +56,8 @@ def _waiter_item(waiter: dict[str, Any], codec: Any, serializer: BaseSerializer)
     if waiter.get("default_id"):
         # Upstream derives an unnamed waiter's id from the awaited type, requirements and
         # work item; write it that way so upstream's re-run of the step finds its answer.
-        waiter_id = f"waiter_{waiter['waiting_for']}_{waiter.get('requirements') or {}}_{waiter['delivery_id']}"
+        requirements = waiter.get("requirements") or {}
+        waiter_id = f"waiter_{waiter['waiting_for']}_{requirements}_{waiter['delivery_id']}"
     return {
         "waiter_id": waiter_id,
         "event": serializer.serialize(codec.decode_event(waiter["event"])),

@@ -72,10 +72,15 @@ class RunStateBackend:
         index = self._journal.take() if self._journal is not None else None
         async with self._store.locked(self._run_id, self._fence) as txn:
             state = self._codec.decode_state(txn.run.state, for_edit=True)
-            if index is not None and self._journal is not None:
-                if await txn.journal_get(self._journal.journal_id, index) is not None:
-                    yield _Edit(state, replayed=True)
-                    return
+            journal = self._journal
+            # Committed by an earlier attempt: run the block on a scratch copy only.
+            if (
+                journal is not None
+                and index is not None
+                and await txn.journal_get(journal.journal_id, index) is not None
+            ):
+                yield _Edit(state, replayed=True)
+                return
             edit = _Edit(state, replayed=False)
             yield edit
             # Live (in-memory) state is kept as upstream keeps it; state that is persisted

@@ -24,7 +24,8 @@ from .routing import Output
 from .state import JournalCursor, RunStateBackend
 
 if TYPE_CHECKING:
-    from .engine import Binding, Engine
+    from .binding import Binding
+    from .engine import Engine
 
 
 class StepSuspended(BaseException):
@@ -78,7 +79,9 @@ class Invocation:
     @property
     def scope(self) -> tuple[tuple[str, int, int], ...]:
         """Fan-out lineage of this delivery, inherited by the events it emits."""
-        return tuple((str(s[0]), int(s[1]), int(s[2])) for s in self.delivery.extra.get("scope", []))
+        return tuple(
+            (str(s[0]), int(s[1]), int(s[2])) for s in self.delivery.extra.get("scope", [])
+        )
 
     def send_event(self, event: Event, step: str | None) -> None:
         """Buffer ``event`` (for ``step`` or every accepting step)."""
@@ -144,7 +147,9 @@ class Invocation:
             "waiting_for": name,
             "requirements": requirements or {},
             "resolved": resolved,
-            "extra": {k: v for k, v in self.delivery.extra.items() if k not in ("resolved", "timeout_of")},
+            "extra": {
+                k: v for k, v in self.delivery.extra.items() if k not in ("resolved", "timeout_of")
+            },
             "timeout": timeout,
             "default_id": waiter_id is None,
         }
@@ -157,19 +162,25 @@ class Invocation:
         retry = self.delivery.extra.get("retry") or {}
         first = retry.get("first_failed_at")
         last = retry.get("last_failed_at")
-        elapsed = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds() if first and last else 0.0
+        elapsed = (
+            (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+            if first and last
+            else 0.0
+        )
         error = retry.get("last_error")
         return RetryInfo(
             retry_number=int(retry.get("count", 0)),
             elapsed_seconds=elapsed,
-            last_exception=self.binding.codec.decode_error(error) if error else None,
+            last_exception=_as_exception(self.binding.codec.decode_error(error)) if error else None,
             last_failed_at=datetime.fromisoformat(last) if last else None,
         )
 
 
-def match_collect(
-    buffer: Sequence[Event], expected: Sequence[type[Event]]
-) -> list[int] | None:
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else Exception(str(exc))
+
+
+def match_collect(buffer: Sequence[Event], expected: Sequence[type[Event]]) -> list[int] | None:
     """Indexes in ``buffer`` that fill ``expected`` in order, or None if not all there."""
     used: list[int] = []
     for wanted in expected:

@@ -4,9 +4,6 @@ Every test takes the ``impl`` fixture and runs once per implementation: upstream
 ``workflows`` (llama-index-workflows 2.26.1, the reference) and ``celery_workflows``.
 Both expose the same public modules, so a test names only ``impl.<thing>``.
 
-While ``celery_workflows`` cannot be imported (it is being written), its cases are
-skipped; set ``CW_CONFORMANCE_STRICT=1`` to turn that skip into a failure.
-
 Event base classes differ per implementation, so tests define their events and
 workflows inside the test body (or a factory taking ``impl``), binding the names used in
 annotations to locals first: step annotations are resolved with ``get_type_hints``.
@@ -17,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
-import os
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -26,7 +22,6 @@ import pytest
 
 IMPLEMENTATIONS = ("workflows", "celery_workflows")
 REFERENCE = "workflows"
-STRICT = os.environ.get("CW_CONFORMANCE_STRICT") == "1"
 
 # Bound on every wait of the suite: a hang fails in seconds, not at the global timeout.
 WAIT_SECONDS = 5.0
@@ -74,13 +69,8 @@ def load_impl(pkg: str) -> SimpleNamespace:
 
 
 def impl_or_skip(pkg: str) -> SimpleNamespace:
-    """Return the namespace of ``pkg``, skipping a missing celery_workflows unless strict."""
-    try:
-        return load_impl(pkg)
-    except (ImportError, AttributeError) as exc:
-        if pkg != REFERENCE and not STRICT:
-            pytest.skip(f"{pkg} is not importable yet ({exc!r}); CW_CONFORMANCE_STRICT=1 fails")
-        raise
+    """Return the namespace of ``pkg`` (both packages must import: a failure is an error)."""
+    return load_impl(pkg)
 
 
 @pytest.fixture(

@@ -147,6 +147,6 @@ class Counting(Workflow):
 
 async def test_a_missing_state_path_fails_the_step_and_keeps_committed_state() -> None:
     handler = Counting().run()
-    with pytest.raises(ValueError, match="Path 'missing.path' not found in state"):
+    with pytest.raises(ValueError, match=r"Path 'missing\.path' not found in state"):
         await asyncio.wait_for(handler, 5)
     assert await handler.ctx.store.get("n") == 1

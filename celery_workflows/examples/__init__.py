@@ -1,0 +1,1 @@
+"""Runnable examples (``python -m celery_workflows.examples.<name>``)."""

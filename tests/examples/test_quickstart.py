@@ -1,0 +1,18 @@
+"""The README's example command runs and prints the expected result."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_quickstart_module_runs_end_to_end() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "celery_workflows.examples.quickstart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.count("progress: counted") == 3
+    assert "result: {'chunks': 3, 'words': 9}" in done.stdout

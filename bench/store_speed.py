@@ -80,7 +80,7 @@ def throughput(url: str, processes: int, seconds: float) -> float:
     for proc in procs:
         proc.start()
     try:
-        total = sum(results.get(timeout=seconds + 120) for _ in procs)
+        total = sum(int(results.get(timeout=seconds + 120)) for _ in procs)
     finally:
         for proc in procs:
             proc.join(timeout=30)

@@ -36,6 +36,15 @@ def qualified_name(cls: type[Any]) -> str:
 
 
 _framework_record_names: dict[type[Any], str] = {}
+#: Every Event subclass defined (imported) in this process, by record name. A restricted
+#: serializer may resolve these: naming one never imports anything.
+_defined_events: dict[str, type[Any]] = {}
+
+
+def register_defined_event(cls: type[Any]) -> None:
+    """Called for each Event subclass as it is defined."""
+    _defined_events.setdefault(qualified_name(cls), cls)
+    _defined_events.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
 
 
 def record_name(cls: type[Any]) -> str:
@@ -145,6 +154,10 @@ class JsonSerializer(BaseSerializer):
         found = self._registered.get(name) or _framework_types.get(name)
         if found is not None:
             return found
+        if self._allowed_names is not None and name in _defined_events:
+            # Events a step only streams (write_event_to_stream) are in no annotation;
+            # the class is already loaded here, so resolving it imports nothing.
+            return _defined_events[name]
         if self._allowed_names is not None and name not in self._allowed_names:
             raise ValueError(
                 f"Class {name} is not in the serializer's allowed types; register it on the "

@@ -23,7 +23,12 @@ from pydantic import (
     model_serializer,
 )
 
-from ._serializers import JsonSerializer, qualified_name, register_framework_types
+from ._serializers import (
+    JsonSerializer,
+    qualified_name,
+    register_defined_event,
+    register_framework_types,
+)
 
 
 class DictLikeModel(BaseModel):
@@ -120,6 +125,11 @@ class Event(DictLikeModel):
     Declared fields validate like any pydantic model; other keyword arguments are kept
     and read back as attributes or items: ``Event(a=1).a == Event(a=1)["a"] == 1``.
     """
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        register_defined_event(cls)
 
 
 class StartEvent(Event):

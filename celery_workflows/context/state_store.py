@@ -118,7 +118,7 @@ def validate_state(state: BaseModel, where: str) -> BaseModel:
     if isinstance(state, DictState):
         return state
     try:
-        return type(state).model_validate(state.model_dump())
+        return type(state).model_validate(state.model_dump(warnings=False))
     except ValidationError as exc:
         fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
         raise StateValidationError(

@@ -113,7 +113,9 @@ class BaseRuntime:
         publish: bool = True,
     ) -> None:
         timeout = binding.workflow._timeout
-        run_sync(
+        # The transaction may run on a helper thread (sync bridge); publishing happens
+        # here, after it committed, so the dispatcher sees the caller's loop.
+        _, created, deliveries = run_sync(
             lambda: self.engine.start(
                 binding,
                 start_event,
@@ -122,10 +124,12 @@ class BaseRuntime:
                 timeout=timeout,
                 resume=resume,
                 meta=meta,
-                publish=publish,
+                publish=False,
             ),
             inline=self._inline(),
         )
+        if created and publish:
+            self.engine.publish(binding, run_id, deliveries)
 
     def state_store(self, binding: Binding, run_id: str) -> StateStore[Any]:
         """The caller's view of a run's state (writes lock the run row, unfenced)."""

@@ -10,6 +10,7 @@ callers wait; both drive this module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -128,8 +129,12 @@ class Engine:
         meta: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         publish: bool = True,
-    ) -> tuple[RunRecord, bool]:
-        """Create the run with its first deliveries; publish them after commit."""
+    ) -> tuple[RunRecord, bool, list[NewDelivery]]:
+        """Create the run with its first deliveries; publish them after commit.
+
+        Returns the run, whether this call created it, and its first deliveries (for a
+        caller that publishes them itself, from its own thread and loop).
+        """
         codec = binding.codec
         deliveries = list(resume)
         if start_event is not None:
@@ -147,7 +152,7 @@ class Engine:
         record, created = await self.store.create_run(new, deliveries)
         if created and publish:
             self.publish(binding, run_id, deliveries)
-        return record, created
+        return record, created, deliveries
 
     def publish(
         self, binding: Binding, run_id: str, deliveries: Sequence[NewDelivery | DeliveryRecord]
@@ -178,11 +183,17 @@ class Engine:
             return
         if await self._waiter_timed_out(delivery):
             return
+        started = None
         if self.step_events:
-            await self.append_stream(
-                binding, delivery.run_id, step_state(delivery, StepState.RUNNING), None
+            # In the background: the stream append takes the run lock, and the step must
+            # not wait for another step's open edit_state() just to say it started.
+            event = step_state(delivery, StepState.RUNNING)
+            started = asyncio.ensure_future(
+                self.append_stream(binding, delivery.run_id, event, None)
             )
         inv_outcome = await self._run(binding, delivery)
+        if started is not None:
+            await started
         try:
             await self._completer.complete(binding, delivery, spec, inv_outcome)
         except FencedOutError as exc:

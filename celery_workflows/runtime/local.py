@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..store.base import utcnow
+from ..store.base import RunStore, utcnow
 from ..store.memory import InMemoryRunStore
 from .base import BaseRuntime
 from .binding import Binding
@@ -83,7 +83,7 @@ class InlineDispatcher:
 class LocalRuntime(BaseRuntime):
     """Runs workflows in this process, in the current event loop (no servers)."""
 
-    def __init__(self, store: InMemoryRunStore | None = None) -> None:
+    def __init__(self, store: RunStore | None = None) -> None:
         self.dispatcher = InlineDispatcher()
         super().__init__(store or InMemoryRunStore(), self.dispatcher)
         self.dispatcher.engine = self.engine

@@ -243,10 +243,12 @@ class RunStore(Protocol):
     async def claim(
         self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
     ) -> Claim:
-        """Start a new attempt of a delivery under the run lock.
+        """Start a new attempt of a delivery.
 
         Claims a pending delivery that is due, or a running one whose lease expired
-        (its attempt is presumed dead). ``max_running`` caps the running deliveries of the
+        (its attempt is presumed dead). A claim does not wait for the run lock (a step
+        may start while another holds an ``edit_state()``); it serializes with fenced
+        writes of the same delivery instead, so a superseded attempt's write is refused. ``max_running`` caps the running deliveries of the
         same step in the same run (``num_workers``); over it the outcome is ``busy``.
         """
         ...

@@ -37,7 +37,7 @@ from celery_workflows.store.base import (
     utcnow,
 )
 
-__all__ = ["InMemoryRunStore", "claim_outcome", "is_due"]
+__all__ = ["InMemoryRunStore", "claim_outcome", "is_due", "lease_expired", "new_run_record"]
 
 Clock = Callable[[], datetime]
 
@@ -100,6 +100,24 @@ def is_due(delivery: DeliveryRecord, now: datetime) -> bool:
     )
 
 
+def new_run_record(run: NewRun, now: datetime) -> RunRecord:
+    """The record of a run just created from ``run``."""
+    return RunRecord(
+        run_id=run.run_id,
+        workflow_name=run.workflow_name,
+        status="running",
+        state=run.state,
+        meta=run.meta,
+        result=None,
+        error=None,
+        code_version=run.code_version,
+        idempotency_key=run.idempotency_key,
+        created_at=now,
+        updated_at=now,
+        deadline_at=run.deadline_at,
+    )
+
+
 # --- the store -------------------------------------------------------------------------
 
 
@@ -149,26 +167,12 @@ class InMemoryRunStore:
             existing = self._runs[other] if other is not None else None
         if existing is not None:
             return existing.record, False
-        now = self.clock()
-        record = RunRecord(
-            run_id=run.run_id,
-            workflow_name=run.workflow_name,
-            status="running",
-            state=run.state,
-            meta=run.meta,
-            result=None,
-            error=None,
-            code_version=run.code_version,
-            idempotency_key=run.idempotency_key,
-            created_at=now,
-            updated_at=now,
-            deadline_at=run.deadline_at,
-        )
+        record = new_run_record(run, self.clock())
         row = _RunRow(record)
         self._runs[run.run_id] = row
         if run.idempotency_key is not None:
             self._idempotency[run.idempotency_key] = run.run_id
-        self._insert_deliveries(row, deliveries, now)
+        self._insert_deliveries(row, deliveries, record.created_at)
         return record, True
 
     async def get_run(self, run_id: str) -> RunRecord:
@@ -188,6 +192,7 @@ class InMemoryRunStore:
             txn = _MemoryTxn(self, row)
             if fence is not None:
                 txn.check_fence(fence)
+                txn.fences.append(fence)
             yield txn
             txn.commit()
 
@@ -196,27 +201,30 @@ class InMemoryRunStore:
     async def claim(
         self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
     ) -> Claim:
-        """Start a new attempt of a delivery under the run lock (see the protocol)."""
-        found = self._deliveries.get(delivery_id)
-        if found is None:
+        """Start a new attempt of a delivery (see the protocol).
+
+        It does not wait for the run's lock: it runs without an await, so it is atomic
+        here, and a locked block whose fence it supersedes is refused at its commit. A
+        step can thus start while another step of its run awaits inside ``edit_state``.
+        """
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None:
             return Claim("missing")
-        row = self._runs[found.run_id]
-        async with self._hold(found.run_id):
-            delivery = self._deliveries[delivery_id]
-            now = self.clock()
-            busy = 0 if max_running is None else self._live_running(row, delivery, now)
-            outcome = claim_outcome(delivery, row.record.finished, now, busy, max_running)
-            if outcome != "claimed":
-                return Claim(outcome, delivery)
-            claimed = dataclasses.replace(
-                delivery,
-                status="running",
-                attempt=delivery.attempt + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-            self._deliveries[delivery_id] = claimed
-            return Claim("claimed", claimed)
+        row = self._runs[delivery.run_id]
+        now = self.clock()
+        busy = 0 if max_running is None else self._live_running(row, delivery, now)
+        outcome = claim_outcome(delivery, row.record.finished, now, busy, max_running)
+        if outcome != "claimed":
+            return Claim(outcome, delivery)
+        claimed = dataclasses.replace(
+            delivery,
+            status="running",
+            attempt=delivery.attempt + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        self._deliveries[delivery_id] = claimed
+        return Claim("claimed", claimed)
 
     async def extend_lease(self, fence: Fence, *, lease_seconds: float) -> bool:
         """Extend the lease of the current running attempt; False if superseded."""
@@ -360,7 +368,7 @@ def _fence_holds(delivery: DeliveryRecord, fence: Fence) -> bool:
 
 
 _UNSET: Any = object()
-_DeliveryOp = tuple[Literal["add"], NewDelivery] | tuple[Literal["set"], DeliveryRecord]
+_DeliveryOp = tuple[Literal["add"], NewDelivery] | tuple[Literal["set"], str, dict[str, Any]]
 
 
 class _MemoryTxn:
@@ -380,6 +388,7 @@ class _MemoryTxn:
         self._journal: dict[tuple[str, int], JournalMark] = {}
         self._ops: list[_DeliveryOp] = []
         self._touched: dict[str, DeliveryRecord] = {}  # this txn's view of fenced rows
+        self.fences: list[Fence] = []  # re-checked at commit: a claim may have superseded
         self._stream: list[tuple[Any, str | None]] = []
         self._stream_keys: dict[str, int] = {}
 
@@ -435,32 +444,22 @@ class _MemoryTxn:
         error: dict[str, Any] | None = None,
     ) -> None:
         """Close the fenced delivery at commit (the fence is checked now)."""
-        delivery = self.check_fence(fence)
-        closed = dataclasses.replace(
-            delivery,
-            status=status,
-            error=error,
-            lease_expires_at=None,
-            updated_at=self._store.clock(),
-        )
-        self._touched[fence.delivery_id] = closed
-        self._ops.append(("set", closed))
+        self._fenced_set(fence, status=status, error=error, lease_expires_at=None)
 
     def reschedule_delivery(
         self, fence: Fence, not_before: datetime, extra: dict[str, Any]
     ) -> None:
         """Put the fenced delivery back to pending, due at ``not_before``."""
-        delivery = self.check_fence(fence)
-        pending = dataclasses.replace(
-            delivery,
-            status="pending",
-            not_before=not_before,
-            extra=extra,
-            lease_expires_at=None,
-            updated_at=self._store.clock(),
+        self._fenced_set(
+            fence, status="pending", not_before=not_before, extra=extra, lease_expires_at=None
         )
-        self._touched[fence.delivery_id] = pending
-        self._ops.append(("set", pending))
+
+    def _fenced_set(self, fence: Fence, **changes: Any) -> None:
+        delivery = self.check_fence(fence)
+        changes["updated_at"] = self._store.clock()
+        self._touched[fence.delivery_id] = dataclasses.replace(delivery, **changes)
+        self.fences.append(fence)
+        self._ops.append(("set", fence.delivery_id, changes))
 
     async def append_stream(self, event: Any, dedupe_key: str | None = None) -> int:
         """Append to the stream at commit and return the entry's seq."""
@@ -480,15 +479,25 @@ class _MemoryTxn:
         return [deliveries[d] for d in self._row.open_ids]
 
     def commit(self) -> None:
-        """Apply every buffered write; runs without awaiting, so it is atomic."""
+        """Apply every buffered write; runs without awaiting, so it is atomic.
+
+        Raises FencedOutError, writing nothing, if a fence of this transaction was
+        superseded by a claim since it was checked.
+        """
         store, row = self._store, self._row
+        for fence in self.fences:
+            current = store._deliveries[fence.delivery_id]
+            if not _fence_holds(current, fence):
+                raise FencedOutError(
+                    fence.delivery_id, fence.attempt, current.attempt, current.status
+                )
         now = store.clock()
         store._journal.update(self._journal)
         for op in self._ops:
             if op[0] == "add":
                 store._insert_deliveries(row, [op[1]], now)
-            else:
-                store._close_delivery(op[1])
+            else:  # applied to the row as it is now (a lease or publish may have moved)
+                store._close_delivery(dataclasses.replace(store._deliveries[op[1]], **op[2]))
         for event, key in self._stream:
             seq = len(row.stream) + 1
             row.stream.append(StreamEntry(row.record.run_id, seq, event, now))
@@ -508,7 +517,7 @@ class _MemoryTxn:
             return
         row = self._row
         row.record = dataclasses.replace(row.record, updated_at=now, **changes)
-        if row.record.status in TERMINAL_RUN_STATUSES:
+        if self._status is not None and self._status[0] in TERMINAL_RUN_STATUSES:
             for delivery_id in list(row.open_ids):
                 delivery = self._store._deliveries[delivery_id]
                 self._store._close_delivery(

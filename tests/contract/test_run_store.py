@@ -11,6 +11,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 
 from celery_workflows.errors import (
@@ -468,6 +469,82 @@ async def test_a_write_from_a_superseded_attempt_is_fenced_out_and_changes_nothi
     assert await store.get_delivery("d1") == current
 
 
+async def test_a_claim_does_not_wait_for_a_block_on_another_delivery_of_the_run(
+    store: RunStore, store_url: str | None
+) -> None:
+    if store_url is not None and store_url.startswith("sqlite"):
+        pytest.skip("on SQLite every writer waits for the database-wide write lock")
+    await start(store, deliveries=("d1", "d2"))
+    d1 = await claim(store, "d1")
+    async with store.locked("run-1", d1.fence) as txn:
+        claimed = await asyncio.wait_for(store.claim("d2", lease_seconds=30), WAIT)
+        txn.set_state({"count": 1})
+    assert claimed.outcome == "claimed"
+    assert (await store.get_run("run-1")).state == {"count": 1}
+
+
+async def test_a_claim_and_a_block_fenced_on_the_same_delivery_never_both_win(
+    store: RunStore, clock: FakeClock
+) -> None:
+    await start(store)
+    d1 = await claim(store, "d1", lease=10)
+    inside = asyncio.Event()
+    order: list[str] = []
+
+    async def block() -> None:
+        try:
+            async with store.locked("run-1", d1.fence) as txn:
+                txn.set_state({"count": 1})
+                inside.set()
+                await asyncio.sleep(0.2)  # the claim runs (or waits) meanwhile
+            order.append("committed")
+        except FencedOutError:
+            order.append("fenced out")
+
+    async def reclaim() -> None:
+        await inside.wait()
+        clock.advance(11)  # the lease of attempt 1 has expired
+        assert (await claim(store, "d1")).attempt == 2
+        order.append("claimed")
+
+    await asyncio.wait_for(asyncio.gather(block(), reclaim()), WAIT)
+    state = (await store.get_run("run-1")).state
+    # Either the claim waited for the block's commit, or it won and the block was refused.
+    assert (order, state) in [
+        (["committed", "claimed"], {"count": 1}),
+        (["claimed", "fenced out"], {"count": 0}),
+    ]
+
+
+async def test_a_claim_racing_a_completion_of_the_same_delivery_sees_it_done_or_wins(
+    store: RunStore, clock: FakeClock
+) -> None:
+    await start(store)
+    d1 = await claim(store, "d1", lease=10)
+    inside = asyncio.Event()
+    order: list[str] = []
+
+    async def complete() -> None:
+        try:
+            async with store.locked("run-1", d1.fence) as txn:
+                inside.set()
+                await asyncio.sleep(0.2)  # the claim runs (or waits) meanwhile
+                txn.finish_delivery(d1.fence, "done")
+            order.append("completed")
+        except FencedOutError:
+            order.append("fenced out")
+
+    async def reclaim() -> None:
+        await inside.wait()
+        clock.advance(11)
+        order.append((await store.claim("d1", lease_seconds=30)).outcome)
+
+    await asyncio.wait_for(asyncio.gather(complete(), reclaim()), WAIT)
+    assert order in (["completed", "done"], ["claimed", "fenced out"])
+    final = await store.get_delivery("d1")
+    assert (final.status, final.attempt) in (("done", 1), ("running", 2))
+
+
 async def test_locked_with_the_fence_of_a_never_claimed_delivery_is_fenced_out(
     store: RunStore,
 ) -> None:
@@ -711,6 +788,24 @@ async def test_due_deliveries_exclude_closed_ones_and_respect_the_limit(
     assert await due_ids(store) == ["d2", "d3", "d4"]
 
 
+async def test_a_pooled_connection_dropped_by_the_server_is_replaced(
+    store: RunStore, store_url: str | None
+) -> None:
+    if store_url is None or not store_url.startswith("postgresql"):
+        pytest.skip("only a server can drop connections")
+    await start(store)
+    await store.get_run("run-1")  # leaves a connection in the pool
+    conninfo = store_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    async with store.locked("run-1") as txn:
+        txn.set_state({"count": 1})
+    assert (await store.get_run("run-1")).state == {"count": 1}
+
+
 # --- JSON stores -----------------------------------------------------------------------
 
 
@@ -783,3 +878,13 @@ async def test_sql_store_with_create_schema_migrates_a_new_database(tmp_path: Pa
     finally:
         await store.close()
     assert current(url) is not None
+
+
+async def test_sql_store_on_a_postgres_database_that_does_not_exist_raises_unavailable() -> None:
+    store = SqlRunStore("postgresql+psycopg://postgres:pw@127.0.0.1:5432/cw_no_such_database")
+    try:
+        with pytest.raises(StoreUnavailableError, match=r"postgres:\*\*\*@") as raised:
+            await store.get_run("run-1")
+        assert ":pw@" not in str(raised.value)
+    finally:
+        await store.close()

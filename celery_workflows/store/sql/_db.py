@@ -5,19 +5,25 @@ Everything here is blocking and runs on a :class:`~._threads.TxnThread`, never o
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, RootTransaction, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from celery_workflows.errors import StoreError, StoreUnavailableError
 from celery_workflows.store.sql._codec import engine_json_serializer
-from celery_workflows.store.sql.dialects import WRITE_OPTION, SqlDialect, dialect_for
+from celery_workflows.store.sql.dialects import (
+    WRITE_OPTION,
+    SqlDialect,
+    dialect_for,
+    normalize_url,
+)
 from celery_workflows.store.sql.queries import Queries
 
 __all__ = ["Database", "masked_url"]
@@ -84,10 +90,36 @@ class Database:
             conn.execution_options(**{WRITE_OPTION: True})
         return conn
 
+    def begin(
+        self, first: Callable[[Connection], T], *, write: bool
+    ) -> tuple[Connection, RootTransaction, T]:
+        """Open a transaction and run its first part, ``first``, in it.
+
+        Pooled connections are not pinged on checkout (that is a round trip per
+        transaction); when ``first`` meets a connection the server dropped while it was
+        pooled, it is run again, once, on a new one. Safe, because nothing of ``first``
+        can have been committed.
+        """
+        for last_try in (False, True):
+            conn = self.connect(write=write)
+            try:
+                trans = conn.begin()
+                return conn, trans, first(conn)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                stale = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+                if last_try or not stale:
+                    raise
+        raise AssertionError("unreachable")
+
     def transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """Run ``fn`` in one transaction (commit on return), translating driver errors."""
-        with self.guard(), self.connect(write=write) as conn, conn.begin():
-            return fn(conn)
+        with self.guard():
+            conn, trans, result = self.begin(fn, write=write)
+            with conn:
+                trans.commit()
+            return result
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -133,7 +165,7 @@ class Database:
 
 def _parse(url: str | URL) -> URL:
     try:
-        parsed = make_url(url)
+        parsed = normalize_url(url)
         dialect_for(parsed)
     except (sa_exc.ArgumentError, ValueError) as exc:
         raise StoreUnavailableError(f"bad run store database URL {masked_url(url)}: {exc}") from exc

@@ -64,17 +64,20 @@ class SqlRunTxn:
     def begin(self, fence: Fence | None) -> None:
         """Open the transaction, lock the run row, and check ``fence``."""
         with self._db.guard():
-            self._conn = self._db.connect(write=True)
-            self._trans = self._conn.begin()  # SQLite: BEGIN IMMEDIATE, the database lock
-            row = self._conn.execute(self._q.select_run_locked, {"p_run_id": self._run_id})
-            found = row.one_or_none()
-            if found is None:
-                raise RunNotFoundError(self._run_id)
-            self._run = run_from_row(found)
-            self._stream_seq = found.stream_seq
-            self._delivery_seq = found.delivery_seq
-            if fence is not None:
-                self._check_fence_in_db(fence)
+            # SQLite: the transaction begins IMMEDIATE, holding the database's write lock.
+            begun = self._db.begin(lambda conn: self._lock_row(conn, fence), write=True)
+        self._conn, self._trans, found = begun
+        self._run = run_from_row(found)
+        self._stream_seq = found.stream_seq
+        self._delivery_seq = found.delivery_seq
+
+    def _lock_row(self, conn: Connection, fence: Fence | None) -> Row[Any]:
+        found = conn.execute(self._q.select_run_locked, {"p_run_id": self._run_id}).one_or_none()
+        if found is None:
+            raise RunNotFoundError(self._run_id)
+        if fence is not None:
+            self._check_fence_in_db(conn, fence, hold=True)
+        return found
 
     def commit(self) -> None:
         """Send the buffered writes and commit; the connection is closed either way."""
@@ -226,17 +229,18 @@ class SqlRunTxn:
         if fence.delivery_id in self._closed_here:
             raise FencedOutError(fence.delivery_id, fence.attempt, None, "closed in this txn")
         if self._fences.get(fence.delivery_id) != fence.attempt:
-            # Rare (the locked fence is verified at begin): a short read on the txn's own
-            # connection, which holds the run lock, so it waits for no lock.
-            self._thread.run_blocking(lambda: self._check_fence_in_db(fence))
+            # Rare (the locked fence is verified at begin): a plain read on the txn's own
+            # connection, which waits for no lock. A claim after it is caught at commit.
+            conn = self._connection()
+            self._thread.run_blocking(lambda: self._check_fence_in_db(conn, fence, hold=False))
         self._closed_here.add(fence.delivery_id)
         self._ops.append((kind, fence, params))
 
-    def _check_fence_in_db(self, fence: Fence) -> None:
+    def _check_fence_in_db(self, conn: Connection, fence: Fence, *, hold: bool) -> None:
+        # hold: keep the delivery row locked against claims until this transaction ends.
+        stmt = self._q.select_delivery_fence if hold else self._q.select_delivery_head
         with self._db.guard():
-            params = {"p_id": fence.delivery_id}
-            head = self._connection().execute(self._q.select_delivery_head, params)
-            found = head.one_or_none()
+            found = conn.execute(stmt, {"p_id": fence.delivery_id}).one_or_none()
         if found is None or found.run_id != self._run_id:
             raise DeliveryNotFoundError(fence.delivery_id)
         if found.status != "running" or found.attempt != fence.attempt:
@@ -265,7 +269,8 @@ class SqlRunTxn:
         stmt = self._q.finish_delivery if kind == "finish" else self._q.reschedule_delivery
         where = {"p_id": fence.delivery_id, "p_attempt": fence.attempt, "p_now": now}
         if conn.execute(stmt, {**params, **where}).rowcount != 1:
-            # Cannot happen while claims take the run lock; kept as a second net.
+            # A claim superseded the attempt after the call-time check (possible only for
+            # a fence other than the one the block was opened with).
             raise FencedOutError(fence.delivery_id, fence.attempt, None, "changed")
 
 

@@ -1,21 +1,32 @@
 """Where PostgreSQL and SQLite differ, in one small class each.
 
-The differences are: how a transaction takes the run's lock (``SELECT ... FOR UPDATE`` on
-PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite, whose lock is the whole database and where
-SQLAlchemy silently drops ``FOR UPDATE``), ``SKIP LOCKED`` for sweeps, the dialect's
-``INSERT ... ON CONFLICT DO NOTHING``, and connection setup.
+The differences are: how a transaction takes its locks (row locks with ``SELECT ... FOR
+UPDATE`` and an advisory lock on PostgreSQL; on SQLite ``BEGIN IMMEDIATE``, whose lock is
+the whole database and where SQLAlchemy silently drops ``FOR UPDATE``), ``SKIP LOCKED``
+for sweeps, the dialect's ``INSERT ... ON CONFLICT DO NOTHING``, and connection setup.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, Insert, Select, Table, event
+from sqlalchemy import Engine, Insert, Select, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, make_url
 
-__all__ = ["WRITE_OPTION", "PostgresDialect", "SqlDialect", "SqliteDialect", "dialect_for"]
+__all__ = [
+    "WRITE_OPTION",
+    "AnySelect",
+    "PostgresDialect",
+    "SqlDialect",
+    "SqliteDialect",
+    "dialect_for",
+    "normalize_url",
+]
+
+#: A select of any columns (Select is generic over its column types).
+AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 
 #: Connection execution option that marks a transaction as a writer (BEGIN IMMEDIATE).
 WRITE_OPTION = "cw_write"
@@ -28,30 +39,43 @@ class SqlDialect:
 
     def engine_options(self, busy_timeout_s: float) -> dict[str, Any]:
         """Keyword arguments for ``create_engine``."""
-        # pre_ping turns a connection killed by a server restart into a reconnect instead
-        # of a failed transaction; it costs one round trip on checkout. lock_timeout gives
-        # busy_timeout_s the meaning it has on SQLite: the longest wait for a run's lock.
+        # lock_timeout gives busy_timeout_s the meaning it has on SQLite: the longest wait
+        # for a run's lock. No pool_pre_ping: see Database.begin for dropped connections.
         lock_timeout_ms = max(1, round(busy_timeout_s * 1000))
         return {
-            "pool_pre_ping": True,
             "connect_args": {
                 "connect_timeout": 10,
                 "options": f"-c lock_timeout={lock_timeout_ms}",
-            },
+            }
         }
 
     def install(self, engine: Engine) -> None:
         """Attach event hooks to a new engine."""
 
-    def lock_run(self, stmt: Select[Any]) -> Select[Any]:
+    def lock_run(self, stmt: AnySelect) -> AnySelect:
         """Make ``stmt`` (a select of the run row) take the row's write lock."""
         return stmt.with_for_update()
 
-    def lock_delivery(self, stmt: Select[Any]) -> Select[Any]:
-        """Make ``stmt`` lock the delivery row it reads (claims vs. lease extensions)."""
+    def lock_delivery(self, stmt: AnySelect) -> AnySelect:
+        """Make a claim's read of a delivery row lock it (conflicts with :meth:`hold_fence`)."""
         return stmt.with_for_update()
 
-    def skip_locked(self, stmt: Select[Any]) -> Select[Any]:
+    def hold_fence(self, stmt: AnySelect) -> AnySelect:
+        """Make a fence check keep the delivery row from being claimed until commit.
+
+        KEY SHARE conflicts with a claim's FOR UPDATE but not with the plain UPDATE of a
+        lease extension, so the step's heartbeat is not held up by its own edit.
+        """
+        return stmt.with_for_update(read=True, key_share=True)
+
+    def serialize_claims(self, conn: Connection, run_id: str, step: str) -> None:
+        """Serialize claims of one step of one run until commit (``max_running``)."""
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"cw-claim:{run_id}:{step}"},
+        )
+
+    def skip_locked(self, stmt: AnySelect) -> AnySelect:
         """Make a sweep skip rows another sweeper holds."""
         return stmt.with_for_update(skip_locked=True)
 
@@ -84,13 +108,19 @@ class SqliteDialect(SqlDialect):
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
 
-    def lock_run(self, stmt: Select[Any]) -> Select[Any]:
+    def lock_run(self, stmt: AnySelect) -> AnySelect:
         return stmt  # BEGIN IMMEDIATE already holds the database's write lock
 
-    def lock_delivery(self, stmt: Select[Any]) -> Select[Any]:
+    def lock_delivery(self, stmt: AnySelect) -> AnySelect:
         return stmt
 
-    def skip_locked(self, stmt: Select[Any]) -> Select[Any]:
+    def hold_fence(self, stmt: AnySelect) -> AnySelect:
+        return stmt
+
+    def serialize_claims(self, conn: Connection, run_id: str, step: str) -> None:
+        return None  # a writer holds the whole database already
+
+    def skip_locked(self, stmt: AnySelect) -> AnySelect:
         return stmt
 
     def insert_ignore(self, table: Table) -> Insert:
@@ -116,6 +146,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: Connection) -> None:
     writer = conn.get_execution_options().get(WRITE_OPTION, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; plain ``postgresql://`` means psycopg 3 (a dependency)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def dialect_for(url: URL) -> SqlDialect:

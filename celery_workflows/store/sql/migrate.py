@@ -21,10 +21,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from celery_workflows.errors import StoreUnavailableError
-from celery_workflows.store.sql.dialects import WRITE_OPTION, dialect_for
+from celery_workflows.store.sql._db import masked_url
+from celery_workflows.store.sql.dialects import WRITE_OPTION, dialect_for, normalize_url
 
 __all__ = ["VERSION_TABLE", "current", "downgrade", "main", "upgrade"]
 
@@ -39,7 +40,7 @@ def alembic_config(database_url: str | URL) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Passed as an attribute, not a main option: ini interpolation would mangle "%".
-    config.attributes["database_url"] = make_url(database_url)
+    config.attributes["database_url"] = normalize_url(database_url)
     return config
 
 
@@ -55,13 +56,17 @@ def downgrade(database_url: str | URL, revision: str) -> None:
 
 def current(database_url: str | URL) -> str | None:
     """The revision the database is at, or None for an empty database."""
-    engine = migration_engine(make_url(database_url))
+    revision: list[str | None] = []
+    _run(database_url, lambda config: revision.append(_current_revision(config)))
+    return revision[0]
+
+
+def _current_revision(config: Config) -> str | None:
+    engine = migration_engine(config.attributes["database_url"])
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             return context.get_current_revision()
-    except sa_exc.DBAPIError as exc:
-        raise _unavailable(database_url, exc) from exc
     finally:
         engine.dispose()
 
@@ -84,17 +89,21 @@ def take_migration_lock(connection: Connection) -> None:
 
 
 def _run(database_url: str | URL, action: Callable[[Config], None]) -> None:
-    config = alembic_config(database_url)
     try:
-        action(config)
+        action(alembic_config(database_url))
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise StoreUnavailableError(
+            f"bad run store database URL {masked_url(database_url)}: {exc}"
+        ) from exc
     except sa_exc.DBAPIError as exc:
         raise _unavailable(database_url, exc) from exc
 
 
 def _unavailable(database_url: str | URL, exc: sa_exc.DBAPIError) -> StoreUnavailableError:
-    masked = make_url(database_url).render_as_string(hide_password=True)
     reason = " ".join(str(exc.orig).split())
-    return StoreUnavailableError(f"cannot migrate run store database {masked}: {reason}")
+    return StoreUnavailableError(
+        f"cannot migrate run store database {masked_url(database_url)}: {reason}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,6 @@ from sqlalchemy import (
     Delete,
     Insert,
     Row,
-    Select,
     Update,
     and_,
     bindparam,
@@ -26,7 +25,7 @@ from sqlalchemy import (
 )
 
 from celery_workflows.store.base import DeliveryRecord, RunRecord, StreamEntry
-from celery_workflows.store.sql.dialects import SqlDialect
+from celery_workflows.store.sql.dialects import AnySelect, SqlDialect
 from celery_workflows.store.sql.schema import deliveries, journal, metadata, runs, stream
 
 __all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row"]
@@ -40,12 +39,15 @@ class Queries:
     """The statements, with the dialect's locking and upsert applied."""
 
     def __init__(self, dialect: SqlDialect) -> None:
-        self.select_run: Select[Any] = select(runs).where(_r.run_id == bindparam("p_run_id"))
+        self.select_run: AnySelect = select(runs).where(_r.run_id == bindparam("p_run_id"))
         self.select_run_locked = dialect.lock_run(self.select_run)
-        self.select_run_by_key: Select[Any] = select(runs).where(
+        self.select_run_by_key: AnySelect = select(runs).where(
             _r.idempotency_key == bindparam("p_key")
         )
-        self.run_exists: Select[Any] = select(_r.run_id).where(_r.run_id == bindparam("p_run_id"))
+        self.select_run_status: AnySelect = select(_r.status).where(
+            _r.run_id == bindparam("p_run_id")
+        )
+        self.run_exists: AnySelect = select(_r.run_id).where(_r.run_id == bindparam("p_run_id"))
         # rowcount tells "created" from "already there"; SQLAlchemy keeps it for INSERT
         # only when asked.
         self.insert_run: Insert = dialect.insert_ignore(runs).execution_options(
@@ -58,12 +60,11 @@ class Queries:
         by_id = _d.delivery_id == bindparam("p_id")
         fenced = and_(by_id, _d.attempt == bindparam("p_attempt"), _d.status == "running")
         self.insert_deliveries: Insert = dialect.insert_ignore(deliveries)
-        self.select_delivery: Select[Any] = select(deliveries).where(by_id)
+        self.select_delivery: AnySelect = select(deliveries).where(by_id)
         self.select_delivery_locked = dialect.lock_delivery(self.select_delivery)
-        self.select_delivery_head: Select[Any] = select(_d.run_id, _d.attempt, _d.status).where(
-            by_id
-        )
-        self.count_live_running: Select[Any] = select(func.count()).where(
+        self.select_delivery_head: AnySelect = select(_d.run_id, _d.attempt, _d.status).where(by_id)
+        self.select_delivery_fence = dialect.hold_fence(self.select_delivery_head)
+        self.count_live_running: AnySelect = select(func.count()).where(
             _d.run_id == bindparam("p_run_id"),
             _d.step == bindparam("p_step"),
             _d.status == "running",
@@ -109,7 +110,7 @@ class Queries:
             .where(_d.run_id == bindparam("p_run_id"), _d.status.in_(_OPEN))
             .values(status="cancelled", lease_expires_at=None, updated_at=bindparam("p_now"))
         )
-        self.list_deliveries: Select[Any] = (
+        self.list_deliveries: AnySelect = (
             select(deliveries).where(_d.run_id == bindparam("p_run_id")).order_by(_d.seq)
         )
         self.list_deliveries_by_status = self.list_deliveries.where(
@@ -125,18 +126,18 @@ class Queries:
 
     def _init_journal_and_stream(self, dialect: SqlDialect) -> None:
         self.insert_journal: Insert = journal.insert()
-        self.select_journal: Select[Any] = select(journal.c.result).where(
+        self.select_journal: AnySelect = select(journal.c.result).where(
             journal.c.journal_id == bindparam("p_journal_id"),
             journal.c.edit_index == bindparam("p_index"),
         )
         self.insert_stream: Insert = stream.insert()
-        self.select_stream: Select[Any] = (
+        self.select_stream: AnySelect = (
             select(stream)
             .where(stream.c.run_id == bindparam("p_run_id"), stream.c.seq > bindparam("p_after"))
             .order_by(stream.c.seq)
         )
         self.select_stream_limited = self.select_stream.limit(bindparam("p_limit"))
-        self.select_stream_dedupe: Select[Any] = select(stream.c.seq).where(
+        self.select_stream_dedupe: AnySelect = select(stream.c.seq).where(
             stream.c.run_id == bindparam("p_run_id"),
             stream.c.dedupe_key == bindparam("p_key"),
         )
@@ -152,7 +153,7 @@ class Queries:
         return [delete(table) for table in reversed(metadata.sorted_tables)]
 
 
-def _due_deliveries() -> Select[Any]:
+def _due_deliveries() -> AnySelect:
     now: BindParameter[datetime] = bindparam("p_now")
     published = _d.published_at
     pending_due = and_(

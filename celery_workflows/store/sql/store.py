@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 
 from celery_workflows.errors import DeliveryNotFoundError, RunNotFoundError
 from celery_workflows.store.base import (
+    OPEN_DELIVERY_STATUSES,
     TERMINAL_RUN_STATUSES,
     Claim,
     DeliveryRecord,
@@ -32,7 +33,7 @@ from celery_workflows.store.base import (
     StreamEntry,
     utcnow,
 )
-from celery_workflows.store.memory import claim_outcome
+from celery_workflows.store.memory import claim_outcome, new_run_record
 from celery_workflows.store.sql._codec import EncodedJson, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
@@ -115,7 +116,7 @@ class SqlRunStore:
             if conn.execute(self._q.insert_run, values).rowcount == 1:
                 if rows:
                     conn.execute(self._q.insert_deliveries, rows)
-                return _new_run_record(run, now), True
+                return new_run_record(run, now), True
             return self._existing_run(conn, run), False
 
         return await self._transaction(txn, write=True)
@@ -155,36 +156,34 @@ class SqlRunStore:
     async def claim(
         self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
     ) -> Claim:
-        """Start a new attempt of a delivery under the run lock (see ``RunStore.claim``)."""
-        head = await self._one(self._q.select_delivery_head, {"p_id": delivery_id})
-        if head is None:
-            return Claim("missing")
+        """Start a new attempt of a delivery (see ``RunStore.claim``).
+
+        The claim locks the delivery row, not the run row: it waits for an open
+        ``locked()`` block fenced on this very delivery, but not for other steps of the
+        run, so a step can start while another one awaits inside ``edit_state``. (On
+        SQLite every writer waits for every other: the lock is the database's.)
+        """
         lease = timedelta(seconds=lease_seconds)
-        async with self._local.hold(head.run_id):
-            return await self._transaction(
-                lambda conn: self._claim_txn(conn, delivery_id, head.run_id, lease, max_running),
-                write=True,
-            )
+        return await self._transaction(
+            lambda conn: self._claim_txn(conn, delivery_id, lease, max_running), write=True
+        )
 
     def _claim_txn(
-        self,
-        conn: Connection,
-        delivery_id: str,
-        run_id: str,
-        lease: timedelta,
-        max_running: int | None,
+        self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None
     ) -> Claim:
         q = self._q
-        run = conn.execute(q.select_run_locked, {"p_run_id": run_id}).one()
-        delivery = delivery_from_row(
-            conn.execute(q.select_delivery_locked, {"p_id": delivery_id}).one()
-        )
+        row = conn.execute(q.select_delivery_locked, {"p_id": delivery_id}).one_or_none()
+        if row is None:
+            return Claim("missing")
+        delivery = delivery_from_row(row)
+        status = conn.execute(q.select_run_status, {"p_run_id": delivery.run_id}).scalar_one()
         now = self._db.clock()
         busy = 0
-        if max_running is not None:
-            params = {"p_run_id": run_id, "p_step": delivery.step, "p_id": delivery_id}
+        if max_running is not None and delivery.status in OPEN_DELIVERY_STATUSES:
+            self._db.dialect.serialize_claims(conn, delivery.run_id, delivery.step)
+            params = {"p_run_id": delivery.run_id, "p_step": delivery.step, "p_id": delivery_id}
             busy = conn.execute(q.count_live_running, {**params, "p_now": now}).scalar_one()
-        finished = run.status in TERMINAL_RUN_STATUSES
+        finished = status in TERMINAL_RUN_STATUSES
         outcome = claim_outcome(delivery, finished, now, busy, max_running)
         if outcome != "claimed":
             return Claim(outcome, delivery)
@@ -204,8 +203,11 @@ class SqlRunStore:
 
         def txn(conn: Connection) -> bool:
             lease = self._db.clock() + timedelta(seconds=lease_seconds)
-            params: dict[str, Any] = {"p_attempt": fence.attempt, "p_lease": lease}
-            params["p_id"] = fence.delivery_id
+            params: dict[str, Any] = {
+                "p_id": fence.delivery_id,
+                "p_attempt": fence.attempt,
+                "p_lease": lease,
+            }
             return bool(conn.execute(self._q.extend_lease, params).rowcount == 1)
 
         return await self._transaction(txn, write=True)
@@ -303,20 +305,3 @@ class SqlRunStore:
 
 def _encoded(value: Any, label: str, run_id: str) -> EncodedJson | None:
     return None if value is None else encode(value, label, run_id)
-
-
-def _new_run_record(run: NewRun, now: datetime) -> RunRecord:
-    return RunRecord(
-        run_id=run.run_id,
-        workflow_name=run.workflow_name,
-        status="running",
-        state=run.state,
-        meta=run.meta,
-        result=None,
-        error=None,
-        code_version=run.code_version,
-        idempotency_key=run.idempotency_key,
-        created_at=now,
-        updated_at=now,
-        deadline_at=run.deadline_at,
-    )

@@ -10,15 +10,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
 
 from .._serializers import BaseSerializer, JsonSerializer
 from ..errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
 from ..events import Event, StopEvent
 from .snapshot import ParsedSnapshot, parse_snapshot
-from .state_store import LocalStateBackend, StateStore, default_state
+from .state_store import DictState, LocalStateBackend, StateStore, default_state
 
 if TYPE_CHECKING:
     from ..runtime.base import BaseRuntime
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from ..runtime.step_context import Invocation
     from ..workflow import Workflow
 
-MODEL_T = TypeVar("MODEL_T", bound=BaseModel)
+# Defaults to DictState so that a bare ``Context`` annotation means untyped state.
+MODEL_T = TypeVar("MODEL_T", bound=BaseModel, default=DictState)
 T = TypeVar("T", bound=Event)
 
 

@@ -248,8 +248,9 @@ class RunStore(Protocol):
         Claims a pending delivery that is due, or a running one whose lease expired
         (its attempt is presumed dead). A claim does not wait for the run lock (a step
         may start while another holds an ``edit_state()``); it serializes with fenced
-        writes of the same delivery instead, so a superseded attempt's write is refused. ``max_running`` caps the running deliveries of the
-        same step in the same run (``num_workers``); over it the outcome is ``busy``.
+        writes of the same delivery instead, so a superseded attempt's write is refused.
+        ``max_running`` caps the running deliveries of the same step in the same run
+        (``num_workers``); over it the outcome is ``busy``.
         """
         ...
 

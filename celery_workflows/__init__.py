@@ -7,9 +7,23 @@ runtime uses.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .context import Context
 from .decorators import catch_error, step
 from .handler import WorkflowHandler
 from .workflow import Workflow
 
-__all__ = ["Context", "Workflow", "WorkflowHandler", "catch_error", "step"]
+if TYPE_CHECKING:
+    from .celery import CeleryRuntime
+
+__all__ = ["CeleryRuntime", "Context", "Workflow", "WorkflowHandler", "catch_error", "step"]
+
+
+def __getattr__(name: str) -> Any:
+    # Importing celery is not free: `import celery_workflows` stays without it.
+    if name == "CeleryRuntime":
+        from .celery import CeleryRuntime
+
+        return CeleryRuntime
+    raise AttributeError(f"module 'celery_workflows' has no attribute {name!r}")

@@ -89,6 +89,11 @@ class Engine:
         #: Stream StepStateChanged events (upstream's internal events). The in-process
         #: runtime turns this on; for Celery it would cost two stream writes per hop.
         self.step_events = False
+        #: Extend a running attempt's lease this often (None: never; in-process leases
+        #: are long). A worker that dies stops beating and its delivery is claimable.
+        self.heartbeat_seconds: float | None = None
+        #: Attempts that died without a result before a delivery is declared poison.
+        self.max_crashes: int | None = None
         self.bindings: dict[str, Binding] = {}
         self.listeners: list[Listener] = []
         self._completer = Completer(self)
@@ -181,6 +186,41 @@ class Engine:
         if spec is None:
             await self._completer.reject(binding, delivery, f"unknown step {delivery.step!r}")
             return
+        if await self._poisoned(binding, delivery):
+            return
+        beat = self._start_heartbeat(delivery)
+        try:
+            await self._execute_claimed(binding, delivery, spec)
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    def _start_heartbeat(self, delivery: DeliveryRecord) -> asyncio.Task[None] | None:
+        if not self.heartbeat_seconds:
+            return None
+        return asyncio.get_running_loop().create_task(self._heartbeat(delivery))
+
+    async def _heartbeat(self, delivery: DeliveryRecord) -> None:
+        assert self.heartbeat_seconds is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            if not await self.store.extend_lease(delivery.fence, lease_seconds=self.lease_seconds):
+                return  # superseded: the new attempt owns the lease now
+
+    async def _poisoned(self, binding: Binding, delivery: DeliveryRecord) -> bool:
+        """Fail the run of a delivery whose attempts keep dying (DESIGN invariant 6)."""
+        failures = int((delivery.extra.get("retry") or {}).get("count", 0))
+        crashes = delivery.attempt - 1 - failures
+        if self.max_crashes is None or crashes < self.max_crashes:
+            return False
+        reason = (
+            f"delivery {delivery.delivery_id!r} is poison: {crashes} attempts died without "
+            "a result (the worker was killed or lost each time)"
+        )
+        await self._completer.reject(binding, delivery, reason)
+        return True
+
+    async def _execute_claimed(self, binding: Binding, delivery: DeliveryRecord, spec: Any) -> None:
         if await self._waiter_timed_out(delivery):
             return
         started = None
@@ -198,7 +238,7 @@ class Engine:
             await self._completer.complete(binding, delivery, spec, inv_outcome)
         except FencedOutError as exc:
             # The run finished or another attempt took over: this attempt's work is void.
-            log.info("completion of %s refused: %s", delivery_id, exc)
+            log.info("completion of %s refused: %s", delivery.delivery_id, exc)
 
     async def _waiter_timed_out(self, delivery: DeliveryRecord) -> bool:
         """For a wait_for_event timeout delivery: True (and done) if the wait already ended."""

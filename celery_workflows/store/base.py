@@ -274,10 +274,13 @@ class RunStore(Protocol):
         """Stream entries with ``seq > after_seq`` in order."""
         ...
 
-    async def due_deliveries(self, *, limit: int = 100) -> list[DeliveryRecord]:
+    async def due_deliveries(
+        self, *, limit: int = 100, stale_after: float | None = None
+    ) -> list[DeliveryRecord]:
         """Deliveries that need a (re)publish: pending and due but not published since
-        they became due, or running with an expired lease. Uses SKIP LOCKED where the
-        database has it so that sweepers in many workers do not collide."""
+        they became due, or running with an expired lease. With ``stale_after``, also
+        pending ones published and untouched for that many seconds (a lost message).
+        Uses SKIP LOCKED where the database has it so that sweepers do not collide."""
         ...
 
     async def mark_published(self, delivery_ids: Sequence[str]) -> None:

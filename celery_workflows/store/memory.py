@@ -79,7 +79,7 @@ def lease_expired(delivery: DeliveryRecord, now: datetime) -> bool:
     return delivery.lease_expires_at is None or delivery.lease_expires_at < now
 
 
-def is_due(delivery: DeliveryRecord, now: datetime) -> bool:
+def is_due(delivery: DeliveryRecord, now: datetime, stale_before: datetime | None = None) -> bool:
     """True when the delivery needs a (re)publish (see ``RunStore.due_deliveries``).
 
     Pending: due (``not_before`` passed) and not published since it became due, i.e. not
@@ -97,6 +97,12 @@ def is_due(delivery: DeliveryRecord, now: datetime) -> bool:
         published is None
         or published < delivery.updated_at
         or (delivery.not_before is not None and published < delivery.not_before)
+        # published, but nothing happened for a while: the message may be lost
+        or (
+            stale_before is not None
+            and published < stale_before
+            and delivery.updated_at < stale_before
+        )
     )
 
 
@@ -255,13 +261,16 @@ class InMemoryRunStore:
         wanted = set(statuses)
         return [r for r in records if r.status in wanted]
 
-    async def due_deliveries(self, *, limit: int = 100) -> list[DeliveryRecord]:
+    async def due_deliveries(
+        self, *, limit: int = 100, stale_after: float | None = None
+    ) -> list[DeliveryRecord]:
         """Open deliveries that need a (re)publish, oldest first."""
         now = self.clock()
+        stale = now - timedelta(seconds=stale_after) if stale_after is not None else None
         due: list[DeliveryRecord] = []
         for delivery_id in self._open:
             delivery = self._deliveries[delivery_id]
-            if is_due(delivery, now):
+            if is_due(delivery, now, stale):
                 due.append(delivery)
                 if len(due) >= limit:
                     break

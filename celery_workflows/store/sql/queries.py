@@ -155,12 +155,17 @@ class Queries:
 
 def _due_deliveries() -> AnySelect:
     now: BindParameter[datetime] = bindparam("p_now")
+    stale: BindParameter[datetime] = bindparam("p_stale_before")
     published = _d.published_at
     pending_due = and_(
         _d.status == "pending",
         or_(_d.not_before.is_(None), _d.not_before <= now),
-        # not published since it became due: since its not_before or its last update
-        or_(published.is_(None), published < _d.updated_at, published < _d.not_before),
+        or_(
+            # not published since it became due: since its not_before or its last update
+            or_(published.is_(None), published < _d.updated_at, published < _d.not_before),
+            # or published, but nothing happened for a while: the message may be lost
+            and_(published < stale, _d.updated_at < stale),
+        ),
     )
     lease_expired = and_(_d.status == "running", _d.lease_expires_at < now)
     return (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -44,6 +44,10 @@ from celery_workflows.store.sql.queries import delivery_from_row, run_from_row, 
 __all__ = ["SqlRunStore"]
 
 T = TypeVar("T")
+
+
+#: "Never stale" for due_deliveries without stale_after.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SqlRunStore:
@@ -230,9 +234,13 @@ class SqlRunStore:
         rows = await self._all(stmt, params, check_run=run_id)
         return [delivery_from_row(row) for row in rows]
 
-    async def due_deliveries(self, *, limit: int = 100) -> list[DeliveryRecord]:
+    async def due_deliveries(
+        self, *, limit: int = 100, stale_after: float | None = None
+    ) -> list[DeliveryRecord]:
         """Deliveries that need a (re)publish, oldest first (SKIP LOCKED on PostgreSQL)."""
-        params = {"p_now": self._db.clock(), "p_limit": limit}
+        now = self._db.clock()
+        stale = now - timedelta(seconds=stale_after) if stale_after is not None else _EPOCH
+        params = {"p_now": now, "p_limit": limit, "p_stale_before": stale}
         rows = await self._all(self._q.due_deliveries, params)
         return [delivery_from_row(row) for row in rows]
 

@@ -1,0 +1,178 @@
+"""``CeleryRuntime``: runs workflows on Celery workers, durably, over a SQL run store.
+
+``Workflow(runtime=CeleryRuntime(app, database_url=...))`` compiles each step into a task
+named ``celery_workflows.step:<workflow_name>.<step_name>``. Workers are plain
+``celery -A proj worker`` processes; each runs the same engine as the in-process runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from ..context.context import Context
+from ..events import StartEvent
+from ..handler import WorkflowHandler
+from ..runtime.base import BaseRuntime
+from ..runtime.binding import Binding
+from ..runtime.engine import Engine
+from ..store.base import RunStore
+from ..store.sql import SqlRunStore
+from .dispatch import DEADLINE_TASK, CeleryDispatcher, task_name
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from ..workflow import Workflow
+
+#: Environment variable read when no ``database_url`` is given.
+DATABASE_ENV = "CELERY_WORKFLOWS_DATABASE_URL"
+#: The embedded default: a SQLite file in the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///celery_workflows.db"
+
+#: Settings a durable runtime needs: JSON only (no pickle from the broker), ack after the
+#: task ran, requeue when the worker process dies, one message at a time per process.
+SAFE_SETTINGS: dict[str, Any] = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+}
+
+
+def apply_safe_settings(app: Celery) -> None:
+    """Apply :data:`SAFE_SETTINGS`, warning about each user setting it overrides."""
+    changed = app.conf.changes
+    for key, safe in SAFE_SETTINGS.items():
+        if key in changed and changed[key] != safe:
+            warnings.warn(
+                f"celery_workflows sets Celery's {key}={safe!r} (was {changed[key]!r}): "
+                "durable runs need it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        app.conf[key] = safe
+
+
+class CeleryRuntime(BaseRuntime):
+    """Runs workflows on Celery with their runs in a SQL database.
+
+    Args:
+        app: the Celery app whose workers run the steps.
+        database_url: SQLAlchemy URL of the run store (PostgreSQL or SQLite); default the
+            ``CELERY_WORKFLOWS_DATABASE_URL`` environment variable, then a SQLite file.
+        lease_seconds: how long a step attempt owns its delivery without a heartbeat.
+        heartbeat_seconds: how often a running step extends its lease.
+        sweep_interval: how often each worker looks for deliveries to publish again.
+        stale_after: seconds after which a pending, published delivery is published again.
+        max_crashes: attempts that died without a result before a delivery is poison.
+        create_schema: migrate the database to the newest schema on first use.
+    """
+
+    poll_interval = 0.05
+
+    def __init__(
+        self,
+        app: Celery,
+        database_url: str | None = None,
+        *,
+        lease_seconds: float = 15.0,
+        heartbeat_seconds: float = 5.0,
+        sweep_interval: float = 1.0,
+        stale_after: float = 10.0,
+        max_crashes: int = 3,
+        create_schema: bool = True,
+    ) -> None:
+        self.app = app
+        self.database_url = database_url or os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE_URL
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.sweep_interval = sweep_interval
+        self.stale_after = stale_after
+        self.max_crashes = max_crashes
+        self.create_schema = create_schema
+        self.dispatcher = CeleryDispatcher(app)
+        self._workflows: list[Workflow] = []
+        self._pid: int | None = None
+        self._store: SqlRunStore | None = None
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._signals = {}
+        self._background = set()
+        self.worker = Worker(self)
+        apply_safe_settings(app)
+        app.task(name=DEADLINE_TASK, ignore_result=True)(self.worker.expire_task)
+        worker_process_init.connect(self.worker.on_process_init, weak=False)
+
+    # --- per-process store and engine ------------------------------------------------------
+
+    def _ensure(self) -> Engine:
+        # Connections and threads do not survive fork(): each worker process builds its own.
+        with self._lock:
+            if self._engine is None or self._pid != os.getpid():
+                self._store = SqlRunStore(self.database_url, create_schema=self.create_schema)
+                engine = Engine(self._store, self.dispatcher, lease_seconds=self.lease_seconds)
+                engine.heartbeat_seconds = self.heartbeat_seconds
+                engine.max_crashes = self.max_crashes
+                engine.listeners.append(self)
+                for workflow in self._workflows:
+                    engine.register(workflow)
+                self._engine, self._pid = engine, os.getpid()
+            return self._engine
+
+    @property
+    def engine(self) -> Engine:  # type: ignore[override]
+        """This process's engine (built on first use after start or fork)."""
+        return self._ensure()
+
+    @property
+    def store(self) -> RunStore:  # type: ignore[override]
+        """This process's run store."""
+        self._ensure()
+        assert self._store is not None
+        return self._store
+
+    # --- workflows -----------------------------------------------------------------------
+
+    def binding(self, workflow: Workflow) -> Binding:
+        """Register ``workflow``: bind it and make one Celery task per step."""
+        if workflow not in self._workflows:
+            self._workflows.append(workflow)
+            for name in workflow._step_specs():
+                self.app.task(
+                    name=task_name(workflow.workflow_name, name),
+                    acks_late=True,
+                    reject_on_worker_lost=True,
+                    ignore_result=True,
+                )(self.worker.step_task)
+            return self.engine.register(workflow)
+        found = self.engine.bindings.get(workflow.workflow_name)
+        return found if found is not None else self.engine.register(workflow)
+
+    def start(
+        self,
+        workflow: Workflow,
+        ctx: Context[Any],
+        start_event: StartEvent | None,
+        run_id: str | None,
+    ) -> WorkflowHandler:
+        """Create the run, publish its start delivery and its deadline; return at once."""
+        handler = super().start(workflow, ctx, start_event, run_id)
+        timeout = workflow._timeout
+        if timeout is not None:
+            self.dispatcher.schedule_deadline(workflow.workflow_name, handler.run_id, timeout)
+        return handler
+
+    def get_handler(self, run_id: str) -> WorkflowHandler:
+        """A handle on an existing run, from any process (status, result, stream, send)."""
+        run = self.get_run(run_id)
+        binding = self.engine.binding_for(run.workflow_name)
+        ctx: Context[Any] = Context(binding.workflow)
+        ctx._attach(self, binding, run_id)
+        return WorkflowHandler(self, binding, run_id, ctx)

@@ -1,0 +1,108 @@
+"""What runs inside a Celery worker process: the task body, the sweeper, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..runtime.engine import Dispatch
+from ..store.base import utcnow
+
+if TYPE_CHECKING:
+    from .runtime import CeleryRuntime
+
+log = logging.getLogger("celery_workflows.worker")
+
+MAX_ID_LENGTH = 300
+
+
+class Worker:
+    """The worker-side half of a :class:`~celery_workflows.celery.CeleryRuntime`."""
+
+    def __init__(self, runtime: CeleryRuntime) -> None:
+        self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._runs: dict[str, str] = {}
+
+    # --- the event loop of this process ---------------------------------------------
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """One event loop per worker process, kept across tasks (resources stay valid)."""
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    # --- task bodies -------------------------------------------------------------------
+
+    def step_task(self, delivery_id: Any) -> None:
+        """Body of every step task: execute one delivery by id."""
+        if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= MAX_ID_LENGTH:
+            # Nothing else comes from the broker: a malformed id is logged and dropped.
+            log.error("rejected a step message with a malformed delivery id: %r", delivery_id)
+            return
+        self.start_sweeper()
+        self.loop().run_until_complete(self.runtime.engine.execute(delivery_id))
+
+    def expire_task(self, workflow_name: Any, run_id: Any, timeout: Any) -> None:
+        """Body of the deadline task: fail the run if it is still going."""
+        if not (isinstance(workflow_name, str) and isinstance(run_id, str)):
+            log.error("rejected a deadline message: %r %r", workflow_name, run_id)
+            return
+        engine = self.runtime.engine
+        binding = engine.binding_for(workflow_name)
+        self.loop().run_until_complete(engine.expire(binding, run_id, float(timeout)))
+
+    # --- the sweeper -------------------------------------------------------------------
+
+    def on_process_init(self, **_: Any) -> None:
+        """Celery signal: a worker process started; start its sweeper."""
+        self._loop = None
+        self._sweeper = None
+        self.start_sweeper()
+
+    def start_sweeper(self) -> None:
+        """Start this process's sweeper thread once."""
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return
+        self._sweeper = threading.Thread(target=self._sweep_forever, name="cw-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def _sweep_forever(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while not self._stop.wait(self.runtime.sweep_interval):
+                try:
+                    loop.run_until_complete(self.sweep())
+                except Exception:
+                    log.exception("sweep failed; trying again in %ss", self.runtime.sweep_interval)
+        finally:
+            loop.close()
+
+    async def sweep(self) -> int:
+        """Publish again what is due: expired leases, never-published or lost messages."""
+        store = self.runtime.store
+        stale = self.runtime.stale_after
+        due = await store.due_deliveries(limit=200, stale_after=stale)
+        cutoff = utcnow() - timedelta(seconds=stale)
+        items = []
+        for delivery in due:
+            # A pending delivery is published right after its commit; only one untouched
+            # for ``stale_after`` seconds was never published (a crash) or lost its message.
+            touched = max(delivery.updated_at, delivery.not_before or delivery.updated_at)
+            if delivery.status == "pending" and touched > cutoff:
+                continue
+            name = self._runs.get(delivery.run_id)
+            if name is None:
+                name = (await store.get_run(delivery.run_id)).workflow_name
+                self._runs[delivery.run_id] = name
+            items.append(Dispatch(delivery.delivery_id, delivery.run_id, name, delivery.step))
+        if items:
+            log.info("sweeper publishes %d due deliveries again", len(items))
+            self.runtime.dispatcher.dispatch(items)
+            await store.mark_published([i.delivery_id for i in items])
+        return len(items)

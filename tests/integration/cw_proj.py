@@ -1,0 +1,130 @@
+"""A Celery project for the integration and crash tests (imported by real workers).
+
+Configured by environment variables so the test process and its worker processes agree:
+CW_TEST_BROKER (Redis URL) and CW_TEST_DATABASE (SQLAlchemy URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from celery import Celery
+from pydantic import BaseModel
+
+from celery_workflows import CeleryRuntime, Context, Workflow, step
+from celery_workflows.events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+)
+
+app = Celery("cw_proj", broker=os.environ.get("CW_TEST_BROKER", "redis://127.0.0.1:6379/5"))
+app.conf.broker_connection_retry_on_startup = True
+runtime = CeleryRuntime(
+    app,
+    database_url=os.environ.get("CW_TEST_DATABASE"),
+    lease_seconds=float(os.environ.get("CW_TEST_LEASE", "4")),
+    heartbeat_seconds=1.0,
+    sweep_interval=0.5,
+    stale_after=3.0,
+)
+
+
+class Counter(Workflow):
+    """One step, one edit: the DESIGN's first example."""
+
+    @step
+    async def count(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        async with ctx.store.edit_state() as state:
+            state["count"] = state.get("count", 0) + 1
+            count = state["count"]
+        return StopEvent(result=count)
+
+
+class Tick(Event):
+    n: int
+
+
+class Tock(Event):
+    n: int
+
+
+class Progress(Event):
+    message: str
+
+
+class FanOut(Workflow):
+    """Fan-out to parallel steps that edit one row, fan-in through list[E]."""
+
+    @step
+    async def split(self, ev: StartEvent) -> list[Tick]:
+        return [Tick(n=i) for i in range(int(ev.get("n", 10)))]
+
+    @step(num_workers=4)
+    async def add(self, ctx: Context, ev: Tick) -> Tock:
+        async with ctx.store.edit_state() as state:
+            state["total"] = state.get("total", 0) + ev.n
+            state["edits"] = state.get("edits", 0) + 1
+        ctx.write_event_to_stream(Progress(message=f"tick {ev.n}"))
+        return Tock(n=ev.n)
+
+    @step
+    async def gather(self, ctx: Context, evs: list[Tock]) -> StopEvent:
+        return StopEvent(result={"count": len(evs), "total": await ctx.store.get("total")})
+
+
+class Ask(Workflow):
+    """Human in the loop: the run waits in the database, holding no worker."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="name?")
+        )
+        return StopEvent(result=f"hello {answer.response}")
+
+
+class Tally(BaseModel):
+    steps: int = 0
+
+
+class Slow(Workflow):
+    """Three steps, each one edit; the middle one can be held for a crash test."""
+
+    @step
+    async def first(self, ctx: Context[Tally], ev: StartEvent) -> Tick:
+        async with ctx.store.edit_state() as state:
+            state.steps += 1
+        return Tick(n=1)
+
+    @step
+    async def middle(self, ctx: Context[Tally], ev: Tick) -> Tock:
+        async with ctx.store.edit_state() as state:
+            state.steps += 1
+        marker = os.environ.get("CW_TEST_HOLD_DIR")
+        if marker:
+            # Crash tests: say "edit committed" and hang until the worker is killed.
+            flag = Path(marker) / f"{ctx.run_id}.held"
+            if not flag.exists():
+                flag.write_text(str(os.getpid()))
+                while True:
+                    time.sleep(0.1)
+        await asyncio.sleep(float(os.environ.get("CW_TEST_STEP_SLEEP", "0")))
+        return Tock(n=2)
+
+    @step
+    async def last(self, ctx: Context[Tally], ev: Tock) -> StopEvent:
+        async with ctx.store.edit_state() as state:
+            state.steps += 1
+        return StopEvent(result="done")
+
+
+counter = Counter(runtime=runtime, timeout=60)
+fan_out = FanOut(runtime=runtime, timeout=120)
+ask = Ask(runtime=runtime, timeout=120)
+slow = Slow(runtime=runtime, timeout=300)

@@ -1,0 +1,94 @@
+"""The Celery runtime with real workers, real Redis and real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from workers import WorkerGroup
+
+pytestmark = pytest.mark.integration
+
+
+def proj() -> Any:
+    import cw_proj  # configured by the celery_env fixture's environment
+
+    return cw_proj
+
+
+def test_a_run_started_from_sync_code_finishes_on_a_worker(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1")
+    handler = p.counter.run()
+    assert isinstance(handler.run_id, str)
+    assert handler.result(timeout=60) == 1, workers.log_tail()
+    assert p.runtime.get_run(handler.run_id).status == "completed"
+
+
+def test_step_tasks_have_stable_names(workers: WorkerGroup) -> None:
+    p = proj()
+    assert "celery_workflows.step:cw_proj.Counter.count" in p.app.tasks
+    assert "celery_workflows.step:cw_proj.FanOut.add" in p.app.tasks
+
+
+async def test_parallel_steps_on_two_workers_keep_every_edit(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1")
+    workers.start("w2")
+    handler = p.fan_out.run(n=20)
+    progress = [ev async for ev in handler.stream_events()]
+    result = await asyncio.wait_for(handler, 90)
+    assert result == {"count": 20, "total": sum(range(20))}, workers.log_tail()
+    assert await handler.ctx.store.get("edits") == 20
+    ticks = [ev for ev in progress if type(ev).__name__ == "Progress"]
+    assert sorted(ev.message for ev in ticks) == sorted(f"tick {i}" for i in range(20))
+
+
+async def test_a_waiting_run_holds_no_worker_and_resumes_from_another_process(
+    workers: WorkerGroup,
+) -> None:
+    p = proj()
+    from celery_workflows.events import HumanResponseEvent, InputRequiredEvent
+
+    workers.start("w1", concurrency=1)
+    handler = p.ask.run()
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            break
+    for _ in range(100):
+        if p.runtime.get_run(handler.run_id).status == "waiting":
+            break
+        await asyncio.sleep(0.05)
+    assert p.runtime.get_run(handler.run_id).status == "waiting"
+    # The single worker process is free: another run completes meanwhile.
+    assert await asyncio.wait_for(p.counter.run(), 60) == 1
+    again = p.runtime.get_handler(handler.run_id)
+    await again.send_event(HumanResponseEvent(response="ada"))
+    assert await asyncio.wait_for(again, 60) == "hello ada"
+
+
+def test_the_same_run_id_twice_is_one_run(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1")
+    first = p.counter.run(run_id="order-42")
+    second = p.counter.run(run_id="order-42")
+    assert first.run_id == second.run_id == "order-42"
+    assert first.result(timeout=60) == 1
+    assert second.result(timeout=60) == 1
+
+
+async def test_cancel_run_ends_a_waiting_run(workers: WorkerGroup) -> None:
+    p = proj()
+    from celery_workflows.errors import WorkflowCancelledByUser
+
+    workers.start("w1")
+    handler = p.ask.run()
+    for _ in range(200):
+        if p.runtime.get_run(handler.run_id).status == "waiting":
+            break
+        await asyncio.sleep(0.05)
+    await handler.cancel_run()
+    with pytest.raises(WorkflowCancelledByUser):
+        await asyncio.wait_for(handler, 30)

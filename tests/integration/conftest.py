@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from workers import HERE, WorkerGroup
 
 REDIS_DB = 5

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from workers import WorkerGroup
 
 pytestmark = pytest.mark.integration

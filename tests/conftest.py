@@ -12,8 +12,10 @@ and ``CW_TEST_REDIS_URL``.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import psycopg
@@ -87,3 +89,11 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+# Real-worker fixtures (tests/integration and tests/crash): defined here, once, because
+# their session-scoped environment must be the same for every directory.
+sys.path.insert(0, str(Path(__file__).parent / "integration"))
+from celery_fixtures import celery_env, workers  # noqa: E402
+
+__all__ = ["celery_env", "workers"]

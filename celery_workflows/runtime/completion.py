@@ -25,6 +25,7 @@ from ..events import (
 )
 from ..store.base import DeliveryRecord, NewDelivery, RunTxn, utcnow
 from .binding import Binding
+from .faults import fault_point
 from .routing import Output, child_id
 from .step_context import Invocation, StepSuspended
 
@@ -183,6 +184,8 @@ class Completer:
                 txn.set_status("completed", result=payload)
             else:
                 await self._settle_status(txn, delivery, meta, progress)
+        # Crash tests kill the worker here: committed, not yet published (outbox gap).
+        fault_point("after_completion_commit")
         if stop is None:
             self.engine.publish(binding, delivery.run_id, routed.deliveries)
         self.engine.notify(delivery.run_id)

@@ -91,29 +91,41 @@ class Ask(Workflow):
 
 class Tally(BaseModel):
     steps: int = 0
+    hold: str = ""
+
+
+def hold_here(ctx: Context[Tally], where: str) -> None:
+    """Crash tests: announce the pid and hang (blocking) until the worker is killed.
+
+    Only the first attempt holds: the marker file says it already happened."""
+    flag = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{ctx.run_id}.{where}"
+    if flag.exists():
+        return
+    flag.write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.1)
 
 
 class Slow(Workflow):
-    """Three steps, each one edit; the middle one can be held for a crash test."""
+    """Three steps, one edit each; ``run(hold="before"|"after")`` parks the middle step
+    before or after its edit committed, for a crash test to kill its worker there."""
 
     @step
     async def first(self, ctx: Context[Tally], ev: StartEvent) -> Tick:
         async with ctx.store.edit_state() as state:
             state.steps += 1
+            state.hold = str(ev.get("hold", ""))
         return Tick(n=1)
 
     @step
     async def middle(self, ctx: Context[Tally], ev: Tick) -> Tock:
+        hold = await ctx.store.get("hold")
+        if hold == "before":
+            hold_here(ctx, hold)
         async with ctx.store.edit_state() as state:
             state.steps += 1
-        marker = os.environ.get("CW_TEST_HOLD_DIR")
-        if marker:
-            # Crash tests: say "edit committed" and hang until the worker is killed.
-            flag = Path(marker) / f"{ctx.run_id}.held"
-            if not flag.exists():
-                flag.write_text(str(os.getpid()))
-                while True:
-                    time.sleep(0.1)
+        if hold == "after":
+            hold_here(ctx, hold)
         await asyncio.sleep(float(os.environ.get("CW_TEST_STEP_SLEEP", "0")))
         return Tock(n=2)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 import pytest
@@ -91,3 +93,22 @@ async def test_cancel_run_ends_a_waiting_run(workers: WorkerGroup) -> None:
     await handler.cancel_run()
     with pytest.raises(WorkflowCancelledByUser):
         await asyncio.wait_for(handler, 30)
+
+
+def test_runs_finish_after_redis_loses_every_message(workers: WorkerGroup) -> None:
+    import redis
+
+    p = proj()
+    workers.env["CW_TEST_STEP_SLEEP"] = "0.5"
+    try:
+        workers.start("w1")
+    finally:
+        del workers.env["CW_TEST_STEP_SLEEP"]
+    handlers = [p.slow.run() for _ in range(6)]
+    time.sleep(0.7)
+    client = redis.Redis.from_url(os.environ["CW_TEST_BROKER"])
+    client.flushdb()  # queued messages of every run are gone
+    client.close()
+    for handler in handlers:
+        assert handler.result(timeout=60) == "done", workers.log_tail()
+        assert asyncio.run(handler.ctx.store.get("steps")) == 3

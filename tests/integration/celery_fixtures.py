@@ -6,6 +6,7 @@ environment variables set once per session, before the first import of ``cw_proj
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -42,6 +43,9 @@ def celery_env(
     try:
         yield env
     finally:
+        project = sys.modules.get("cw_proj")
+        if project is not None:
+            asyncio.run(project.runtime.store.close())
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

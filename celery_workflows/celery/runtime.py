@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from ..context.context import Context
 from ..events import StartEvent
 from ..handler import WorkflowHandler
-from ..runtime.base import BaseRuntime
+from ..runtime.base import BaseRuntime, Wakeups
 from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
@@ -103,7 +103,7 @@ class CeleryRuntime(BaseRuntime):
         self._store: SqlRunStore | None = None
         self._engine: Engine | None = None
         self._lock = threading.Lock()
-        self._signals = {}
+        self._wakeups = Wakeups()
         self._background = set()
         self.worker = Worker(self)
         apply_safe_settings(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,52 @@ if TYPE_CHECKING:
     from ..workflow import Workflow
 
 
+class Wakeups:
+    """Events that waiters on a run sleep on, one per waiter, each bound to its own loop.
+
+    Callers may wait on the same run from several threads, each with its own event loop
+    (threaded web servers); a wake-up is delivered to each loop thread-safely.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._runs: dict[int, str] = {}
+
+    def arm(self, run_id: str) -> asyncio.Event:
+        """A new event for the calling loop, set at the next change of ``run_id``."""
+        event = asyncio.Event()
+        with self._lock:
+            self._armed.setdefault(run_id, []).append((asyncio.get_running_loop(), event))
+            self._runs[id(event)] = run_id
+        return event
+
+    def disarm(self, event: asyncio.Event) -> None:
+        """Forget ``event`` (its waiter woke up or gave up)."""
+        with self._lock:
+            run_id = self._runs.pop(id(event), None)
+            waiting = self._armed.get(run_id, []) if run_id is not None else []
+            waiting[:] = [(loop, e) for loop, e in waiting if e is not event]
+            if run_id is not None and not waiting:
+                self._armed.pop(run_id, None)
+
+    def wake(self, run_id: str) -> None:
+        """Set every event armed for ``run_id``."""
+        with self._lock:
+            waiting = self._armed.pop(run_id, [])
+            for event_id in [id(e) for _, e in waiting]:
+                self._runs.pop(event_id, None)
+        for loop, event in waiting:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                event.set()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+
 class BaseRuntime:
     """Runs workflows through one engine; subclasses choose dispatcher and waiting."""
 
@@ -40,7 +87,7 @@ class BaseRuntime:
         self.store = store
         self.engine = Engine(store, dispatcher, **engine_options)
         self.engine.listeners.append(self)
-        self._signals: dict[str, asyncio.Event] = {}
+        self._wakeups = Wakeups()
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- registration ----------------------------------------------------------------
@@ -55,19 +102,20 @@ class BaseRuntime:
     # --- wake-ups ----------------------------------------------------------------------
 
     def changed(self, run_id: str) -> None:
-        """Listener hook: wake whoever waits on ``run_id``."""
-        signal = self._signals.pop(run_id, None)
-        if signal is not None:
-            signal.set()
+        """Listener hook: wake whoever waits on ``run_id`` (in any thread or loop)."""
+        self._wakeups.wake(run_id)
 
     def _signal(self, run_id: str) -> asyncio.Event:
         # Taken before reading the store, so a change between the read and the wait is
         # never missed.
-        return self._signals.setdefault(run_id, asyncio.Event())
+        return self._wakeups.arm(run_id)
 
     async def _wait(self, signal: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(signal.wait(), self.poll_interval)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), self.poll_interval)
+        finally:
+            self._wakeups.disarm(signal)
 
     def _inline(self) -> bool:
         return not self.store.json_payloads

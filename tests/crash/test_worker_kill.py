@@ -72,9 +72,9 @@ def test_a_kill_between_completion_commit_and_publish_is_recovered(
         workers.start("w1", concurrency=1)
     finally:
         del workers.env["CELERY_WORKFLOWS_FAULT"]
-    workers.start("w2", concurrency=1)
     handler = p.slow.run()
     wait_until(marker.exists, 60, "the fault point to fire")
+    workers.start("w2", concurrency=1)  # only now: w1 alone must reach the fault point
     # The committed step's successor was never published; the sweeper must find it.
     assert handler.result(timeout=60) == "done", workers.log_tail()
     state = asyncio.run(handler.ctx.store.get_state())

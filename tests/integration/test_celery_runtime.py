@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -112,3 +113,20 @@ def test_runs_finish_after_redis_loses_every_message(workers: WorkerGroup) -> No
     for handler in handlers:
         assert handler.result(timeout=60) == "done", workers.log_tail()
         assert asyncio.run(handler.ctx.store.get("steps")) == 3
+
+
+def test_several_threads_wait_on_one_run_at_once(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1")
+    run_id = p.slow.run().run_id
+    results: list[Any] = []
+
+    def wait() -> None:
+        results.append(p.runtime.get_handler(run_id).result(timeout=60))
+
+    threads = [threading.Thread(target=wait) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert results == ["done", "done", "done"]

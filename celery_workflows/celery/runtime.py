@@ -144,16 +144,24 @@ class CeleryRuntime(BaseRuntime):
         """Register ``workflow``: bind it and make one Celery task per step."""
         if workflow not in self._workflows:
             self._workflows.append(workflow)
-            for name in workflow._step_specs():
+            for name, spec in workflow._step_specs().items():
                 self.app.task(
                     name=task_name(workflow.workflow_name, name),
                     acks_late=True,
                     reject_on_worker_lost=True,
                     ignore_result=True,
-                )(self.worker.step_task)
+                )(self._step_body(spec.num_workers))
             return self.engine.register(workflow)
         found = self.engine.bindings.get(workflow.workflow_name)
         return found if found is not None else self.engine.register(workflow)
+
+    def _step_body(self, num_workers: int) -> Any:
+        worker = self.worker
+
+        def run_step(delivery_id: Any) -> None:
+            worker.step_task(delivery_id, max_running=num_workers)
+
+        return run_step
 
     def start(
         self,

@@ -39,14 +39,15 @@ class Worker:
 
     # --- task bodies -------------------------------------------------------------------
 
-    def step_task(self, delivery_id: Any) -> None:
+    def step_task(self, delivery_id: Any, max_running: int | None = None) -> None:
         """Body of every step task: execute one delivery by id."""
         if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= MAX_ID_LENGTH:
             # Nothing else comes from the broker: a malformed id is logged and dropped.
             log.error("rejected a step message with a malformed delivery id: %r", delivery_id)
             return
         self.start_sweeper()
-        self.loop().run_until_complete(self.runtime.engine.execute(delivery_id))
+        execute = self.runtime.engine.execute(delivery_id, max_running=max_running)
+        self.loop().run_until_complete(execute)
 
     def expire_task(self, workflow_name: Any, run_id: Any, timeout: Any) -> None:
         """Body of the deadline task: fail the run if it is still going."""

@@ -94,6 +94,8 @@ class Engine:
         self.heartbeat_seconds: float | None = None
         #: Attempts that died without a result before a delivery is declared poison.
         self.max_crashes: int | None = None
+        #: How long a delivery over its step's ``num_workers`` waits before trying again.
+        self.busy_retry_seconds = 0.2
         self.bindings: dict[str, Binding] = {}
         self.listeners: list[Listener] = []
         self._completer = Completer(self)
@@ -173,9 +175,19 @@ class Engine:
 
     # --- execute one delivery ------------------------------------------------------------
 
-    async def execute(self, delivery_id: str) -> None:
-        """Claim and run one delivery; a redelivered or stale message is dropped."""
-        claim = await self.store.claim(delivery_id, lease_seconds=self.lease_seconds)
+    async def execute(self, delivery_id: str, *, max_running: int | None = None) -> None:
+        """Claim and run one delivery; a redelivered or stale message is dropped.
+
+        ``max_running`` is the step's ``num_workers``: with that many attempts of the step
+        already running in the run (anywhere in the cluster), the delivery is published
+        again a little later instead.
+        """
+        claim = await self.store.claim(
+            delivery_id, lease_seconds=self.lease_seconds, max_running=max_running
+        )
+        if claim.outcome == "busy" and claim.delivery is not None:
+            await self._later(claim.delivery)
+            return
         if claim.outcome != "claimed" or claim.delivery is None:
             log.debug("delivery %s not run: %s", delivery_id, claim.outcome)
             return
@@ -194,6 +206,14 @@ class Engine:
         finally:
             if beat is not None:
                 beat.cancel()
+
+    async def _later(self, delivery: DeliveryRecord) -> None:
+        run = await self.store.get_run(delivery.run_id)
+        due = utcnow() + timedelta(seconds=self.busy_retry_seconds)
+        item = Dispatch(
+            delivery.delivery_id, delivery.run_id, run.workflow_name, delivery.step, due
+        )
+        self.dispatcher.dispatch([item])
 
     def _start_heartbeat(self, delivery: DeliveryRecord) -> asyncio.Task[None] | None:
         if not self.heartbeat_seconds:

@@ -136,7 +136,34 @@ class Slow(Workflow):
         return StopEvent(result="done")
 
 
+class Job(Event):
+    n: int
+
+
+class Limited(Workflow):
+    """Six jobs for a step with num_workers=1: never two at once, cluster-wide."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Job | None:
+        for i in range(6):
+            ctx.send_event(Job(n=i))
+        return None
+
+    @step(num_workers=1)
+    async def job(self, ctx: Context, ev: Job) -> StopEvent | None:
+        async with ctx.store.edit_state() as state:
+            state["running"] = state.get("running", 0) + 1
+            state["peak"] = max(state.get("peak", 0), state["running"])
+        await asyncio.sleep(0.2)
+        async with ctx.store.edit_state() as state:
+            state["running"] -= 1
+            state["done"] = state.get("done", 0) + 1
+            finished = state["done"] == 6
+        return StopEvent(result=state["peak"]) if finished else None
+
+
 counter = Counter(runtime=runtime, timeout=60)
+limited = Limited(runtime=runtime, timeout=120)
 fan_out = FanOut(runtime=runtime, timeout=120)
 ask = Ask(runtime=runtime, timeout=120)
 slow = Slow(runtime=runtime, timeout=300)

@@ -130,3 +130,10 @@ def test_several_threads_wait_on_one_run_at_once(workers: WorkerGroup) -> None:
     for thread in threads:
         thread.join(timeout=90)
     assert results == ["done", "done", "done"]
+
+
+def test_num_workers_holds_across_worker_processes(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1")
+    workers.start("w2")
+    assert p.limited.run().result(timeout=90) == 1, workers.log_tail()

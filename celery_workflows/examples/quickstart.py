@@ -1,15 +1,22 @@
 """Quickstart: a fan-out workflow with shared state and streamed progress.
 
-Run it with ``python -m celery_workflows.examples.quickstart``. It needs no servers: the
-run executes in this process, through the same run lifecycle the Celery runtime uses.
+Run it with ``python -m celery_workflows.examples.quickstart [DATABASE_URL]``. It needs
+no servers: the run is stored in a SQLite file (``celery_workflows_quickstart.db`` in the
+working directory by default) and executes in this process, through the same run
+lifecycle and the same SQL run store the Celery runtime uses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from celery_workflows import Context, Workflow, step
 from celery_workflows.events import Event, StartEvent, StopEvent
+from celery_workflows.runtime.local import LocalRuntime
+from celery_workflows.store.sql import SqlRunStore
+
+DEFAULT_DATABASE_URL = "sqlite:///celery_workflows_quickstart.db"
 
 
 class Chunk(Event):
@@ -52,15 +59,21 @@ class WordCount(Workflow):
         return StopEvent(result={"chunks": len(evs), "words": total})
 
 
-async def main() -> None:
-    """Run the workflow once and print its stream and result."""
-    handler = WordCount(timeout=30).run(lines=["the quick brown fox", "jumps over", "the lazy dog"])
-    print(f"run {handler.run_id} started")
-    async for event in handler.stream_events():
-        if isinstance(event, Progress):
-            print("progress:", event.message)
-    print("result:", await handler)
+async def main(database_url: str = DEFAULT_DATABASE_URL) -> None:
+    """Run the workflow once on the embedded store and print its stream and result."""
+    store = SqlRunStore(database_url, create_schema=True)
+    try:
+        workflow = WordCount(timeout=30, runtime=LocalRuntime(store))
+        handler = workflow.run(lines=["the quick brown fox", "jumps over", "the lazy dog"])
+        print(f"run {handler.run_id} started ({store.url})")
+        async for event in handler.stream_events():
+            if isinstance(event, Progress):
+                print("progress:", event.message)
+        print("result:", await handler)
+        print("state:", await handler.ctx.store.get("total"))
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(*sys.argv[1:2]))

@@ -277,5 +277,7 @@ class BaseRuntime:
         if error.get("kind") == "step" or "exception_type" in error:
             raise binding.codec.decode_error(error)
         if run.status == "failed":
-            raise WorkflowRuntimeError(f"run {run.run_id!r} failed: {error}")
+            raise WorkflowRuntimeError(
+                error.get("message") or f"run {run.run_id!r} failed: {error}"
+            )
         raise WorkflowRuntimeError(f"run {run.run_id!r} is still {run.status}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import FencedOutError, WorkflowRuntimeError
+from ..errors import FencedOutError, InvalidMessageError, WorkflowRuntimeError
 from ..events import (
     Event,
     StartEvent,
@@ -188,12 +188,18 @@ class Engine:
         if claim.outcome == "busy" and claim.delivery is not None:
             await self._later(claim.delivery)
             return
+        if claim.outcome == "missing":
+            log.warning("dropped a message for delivery %r: no such delivery", delivery_id)
+            return
         if claim.outcome != "claimed" or claim.delivery is None:
             log.debug("delivery %s not run: %s", delivery_id, claim.outcome)
             return
         delivery = claim.delivery
         run = await self.store.get_run(delivery.run_id)
-        binding = self.binding_for(run.workflow_name)
+        binding = self.bindings.get(run.workflow_name)
+        if binding is None:
+            await self._unknown_workflow(delivery, run.workflow_name)
+            return
         spec = binding.specs.get(delivery.step)
         if spec is None:
             await self._completer.reject(binding, delivery, f"unknown step {delivery.step!r}")
@@ -206,6 +212,19 @@ class Engine:
         finally:
             if beat is not None:
                 beat.cancel()
+
+    async def _unknown_workflow(self, delivery: DeliveryRecord, name: str) -> None:
+        """Fail a run whose workflow this process does not know (no codec to use)."""
+        message = (
+            f"run {delivery.run_id!r} step {delivery.step!r}: workflow {name!r} is not "
+            "registered in this worker process (is its module imported by the worker?)"
+        )
+        log.error("%s; the run fails", message)
+        error = {"kind": "invalid", "message": message}
+        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
+            txn.finish_delivery(delivery.fence, "failed", error)
+            txn.set_status("failed", error=error)
+        self.notify(delivery.run_id)
 
     async def _later(self, delivery: DeliveryRecord) -> None:
         run = await self.store.get_run(delivery.run_id)
@@ -241,17 +260,23 @@ class Engine:
         return True
 
     async def _execute_claimed(self, binding: Binding, delivery: DeliveryRecord, spec: Any) -> None:
+        try:
+            event = binding.codec.decode_event(delivery.event)
+        except InvalidMessageError as exc:
+            # A payload this worker cannot read fails the run, naming run and step.
+            await self._completer.reject(binding, delivery, str(exc))
+            return
         if await self._waiter_timed_out(delivery):
             return
         started = None
         if self.step_events:
             # In the background: the stream append takes the run lock, and the step must
             # not wait for another step's open edit_state() just to say it started.
-            event = step_state(delivery, StepState.RUNNING)
+            running = step_state(delivery, StepState.RUNNING)
             started = asyncio.ensure_future(
-                self.append_stream(binding, delivery.run_id, event, None)
+                self.append_stream(binding, delivery.run_id, running, None)
             )
-        inv_outcome = await self._run(binding, delivery)
+        inv_outcome = await self._run(binding, delivery, event)
         if started is not None:
             await started
         try:
@@ -280,10 +305,9 @@ class Engine:
             txn.finish_delivery(delivery.fence, "done")
             return True
 
-    async def _run(self, binding: Binding, delivery: DeliveryRecord) -> Outcome:
+    async def _run(self, binding: Binding, delivery: DeliveryRecord, event: Event) -> Outcome:
         from ..context.context import Context
 
-        event = binding.codec.decode_event(delivery.event)
         spec = binding.specs[delivery.step]
         collected: dict[int, list[Event] | None] = {}
         for _ in range(self.max_collect_rounds):

@@ -137,3 +137,17 @@ def test_num_workers_holds_across_worker_processes(workers: WorkerGroup) -> None
     workers.start("w1")
     workers.start("w2")
     assert p.limited.run().result(timeout=90) == 1, workers.log_tail()
+
+
+def test_malformed_messages_are_dropped_and_the_worker_keeps_serving(
+    workers: WorkerGroup,
+) -> None:
+    p = proj()
+    workers.start("w1", concurrency=1)
+    name = "celery_workflows.step:cw_proj.Counter.count"
+    p.app.send_task(name, args=[{"not": "an id"}])
+    p.app.send_task(name, args=["no-such-run:no-such-delivery"])
+    assert p.counter.run().result(timeout=60) == 1
+    log = workers.log_tail(200)
+    assert "malformed delivery id" in log
+    assert "no such delivery" in log

@@ -162,3 +162,28 @@ async def test_a_value_that_is_not_json_is_refused_naming_its_key_path(
     assert "['a']['b']" in str(info.value) and "Opaque" in str(info.value)
     assert await handler.ctx.store.get("ok") == 1
     assert await handler.ctx.store.get("a", default=None) is None
+
+
+class Secret(Event):
+    value: int
+
+
+async def test_an_event_payload_naming_an_unregistered_type_fails_the_run_naming_it(
+    sql_store: SqlRunStore,
+) -> None:
+    from celery_workflows.errors import InvalidMessageError
+    from celery_workflows.store.base import NewDelivery
+
+    recorder = Recorder()
+    engine = Engine(sql_store, recorder)
+    binding = engine.register(ThreeEdits(timeout=None))
+    await engine.start(binding, None, run_id="bad-1", state=DictState(), timeout=None)
+    forged = {"__is_pydantic": True, "value": {}, "qualified_name": "os.system"}
+    async with sql_store.locked("bad-1") as txn:
+        txn.add_deliveries([NewDelivery("bad-1:forged", "work", forged)])
+    await engine.execute("bad-1:forged")
+    run = await sql_store.get_run("bad-1")
+    assert run.status == "failed" and run.error is not None
+    assert "os.system" in run.error["exception_message"]
+    assert "run 'bad-1'" in run.error["exception_message"]
+    assert run.error["exception_type"].endswith(InvalidMessageError.__name__)

@@ -150,3 +150,23 @@ async def test_a_missing_state_path_fails_the_step_and_keeps_committed_state() -
     with pytest.raises(ValueError, match=r"Path 'missing\.path' not found in state"):
         await asyncio.wait_for(handler, 5)
     assert await handler.ctx.store.get("n") == 1
+
+
+async def test_a_delivery_of_an_unregistered_workflow_fails_its_run_and_the_worker_goes_on() -> (
+    None
+):
+    GATE.block = False
+    engine, recorder, binding = make_engine(lease=10)
+    await engine.start(binding, StartEvent(), run_id="r4", state=DictState(), timeout=None)
+    other = Engine(engine.store, Recorder())  # a worker that never imported ThreeEdits
+    await other.execute(recorder.sent[0].delivery_id)
+    run = await engine.store.get_run("r4")
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "run 'r4'" in run.error["message"] and "step 'work'" in run.error["message"]
+    assert "ThreeEdits" in run.error["message"]
+
+
+async def test_a_message_for_an_unknown_delivery_is_dropped() -> None:
+    engine, _, _ = make_engine(lease=10)
+    await engine.execute("no-such-run:no-such-delivery")  # logs, does not raise

@@ -16,7 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -48,15 +48,28 @@ def create_postgres_database() -> Iterator[Callable[[], str]]:
 
     Each call returns the SQLAlchemy URL of a new empty database.
     """
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5)
+
     try:
-        admin = psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5)
+        admin = [connect()]
     except psycopg.OperationalError as exc:
         service_unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {exc}")
     created: list[str] = []
 
+    def execute(statement: sql.Composed) -> None:
+        # A crash test may restart the server: reconnect once if the session was cut.
+        try:
+            admin[0].execute(statement)
+        except psycopg.OperationalError:
+            admin[0].close()
+            admin[0] = connect()
+            admin[0].execute(statement)
+
     def create() -> str:
         name = f"cw_test_{uuid.uuid4().hex[:12]}"
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         created.append(name)
         url = make_url(POSTGRES_ADMIN_URL).set(database=name)
         return url.render_as_string(hide_password=False)
@@ -66,10 +79,8 @@ def create_postgres_database() -> Iterator[Callable[[], str]]:
     finally:
         for name in created:
             # FORCE: a test that died mid-way may have left connections open.
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
+            execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin[0].close()
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,9 @@ _defined_events: dict[str, type[Any]] = {}
 
 def register_defined_event(cls: type[Any]) -> None:
     """Called for each Event subclass as it is defined."""
-    _defined_events.setdefault(qualified_name(cls), cls)
-    _defined_events.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+    # The latest definition wins, as a module's latest binding of a name does.
+    _defined_events[qualified_name(cls)] = cls
+    _defined_events[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
 
 def record_name(cls: type[Any]) -> str:

@@ -262,11 +262,12 @@ class BaseRuntime:
         """The StopEvent of a finished run, from sync code."""
         return self.outcome(binding, self.get_run(run_id))
 
-    @staticmethod
-    def outcome(binding: Binding, run: RunRecord) -> StopEvent:
+    def outcome(self, binding: Binding, run: RunRecord) -> StopEvent:
         """A finished run's StopEvent, or raise what it failed with (upstream's errors)."""
         if run.status == "completed":
-            event = binding.codec.decode_event(run.result)
+            results = self.engine.live_results
+            live = results.get(run.run_id) if results is not None else None
+            event = live if live is not None else binding.codec.decode_event(run.result)
             assert isinstance(event, StopEvent)
             return event
         error = run.error or {}

@@ -186,6 +186,8 @@ class Completer:
                 await self._settle_status(txn, delivery, meta, progress)
         # Crash tests kill the worker here: committed, not yet published (outbox gap).
         fault_point("after_completion_commit")
+        if stop is not None:
+            self.engine.remember_result(delivery.run_id, stop)
         if stop is None:
             self.engine.publish(binding, delivery.run_id, routed.deliveries)
         self.engine.notify(delivery.run_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -96,6 +97,10 @@ class Engine:
         self.max_crashes: int | None = None
         #: How long a delivery over its step's ``num_workers`` waits before trying again.
         self.busy_retry_seconds = 0.2
+        #: StopEvents of runs completed in this process, as the step returned them (a
+        #: JSON store would turn a tuple result into a list): the in-process runtime's
+        #: callers get the very object, like upstream's. Bounded; None turns it off.
+        self.live_results: OrderedDict[str, Event] | None = None
         self.bindings: dict[str, Binding] = {}
         self.listeners: list[Listener] = []
         self._completer = Completer(self)
@@ -116,6 +121,14 @@ class Engine:
             raise WorkflowRuntimeError(
                 f"workflow {workflow_name!r} is not registered with this runtime"
             ) from None
+
+    def remember_result(self, run_id: str, stop: Event) -> None:
+        """Keep the live StopEvent of a run completed here (see ``live_results``)."""
+        if self.live_results is None:
+            return
+        self.live_results[run_id] = stop
+        while len(self.live_results) > 1000:
+            self.live_results.popitem(last=False)
 
     def notify(self, run_id: str) -> None:
         """Tell listeners that ``run_id`` changed."""

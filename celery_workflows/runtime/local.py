@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..store.base import RunStore, utcnow
@@ -88,6 +88,7 @@ class LocalRuntime(BaseRuntime):
         super().__init__(store or InMemoryRunStore(), self.dispatcher)
         self.dispatcher.engine = self.engine
         self.engine.step_events = True
+        self.engine.live_results = OrderedDict()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._active: dict[str, set[str]] = defaultdict(set)
         self._queued: dict[str, list[tuple[Binding, str]]] = defaultdict(list)
@@ -180,10 +181,15 @@ _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalRuntime] = 
 )
 
 
+#: Makes the store of each loop's default runtime (None: the in-memory store).
+default_store_factory: Callable[[], RunStore] | None = None
+
+
 def default_runtime() -> LocalRuntime:
     """The in-process runtime of the running event loop (one per loop)."""
     loop = asyncio.get_running_loop()
     runtime = _runtimes.get(loop)
     if runtime is None:
-        runtime = _runtimes[loop] = LocalRuntime()
+        store = default_store_factory() if default_store_factory is not None else None
+        runtime = _runtimes[loop] = LocalRuntime(store)
     return runtime

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
+from embedded import embedded_sqlite_default
 
 IMPLEMENTATIONS = ("workflows", "celery_workflows", "celery_workflows-sqlite")
 
@@ -110,24 +111,8 @@ def impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SimpleNames
         request.applymarker(pytest.mark.xfail(reason=JSON_STORE_DIFFERENCES[name], strict=True))
     if name in SQLITE_TIMING:
         request.applymarker(pytest.mark.xfail(reason=SQLITE_TIMING[name], strict=False))
-    from celery_workflows.runtime import local
-    from celery_workflows.store.sql import SqlRunStore
-
-    stores: list[SqlRunStore] = []
-
-    def make() -> SqlRunStore:
-        stores.append(
-            SqlRunStore(f"sqlite:///{tmp_path}/runs-{len(stores)}.db", create_schema=True)
-        )
-        return stores[-1]
-
-    local.default_store_factory = make
-    try:
+    with embedded_sqlite_default(tmp_path):
         yield impl_or_skip("celery_workflows")
-    finally:
-        local.default_store_factory = None
-        for store in stores:
-            asyncio.run(store.close())
 
 
 @pytest.fixture

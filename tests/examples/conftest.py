@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from celery_workflows.runtime import local
-from celery_workflows.store.sql import SqlRunStore
+from embedded import embedded_sqlite_default
 
 
 @pytest.fixture(autouse=True, params=["memory", "sqlite"])
@@ -18,18 +15,5 @@ def default_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
     if request.param == "memory":
         yield "memory"
         return
-    stores: list[SqlRunStore] = []
-
-    def make() -> SqlRunStore:
-        stores.append(
-            SqlRunStore(f"sqlite:///{tmp_path}/runs-{len(stores)}.db", create_schema=True)
-        )
-        return stores[-1]
-
-    local.default_store_factory = make
-    try:
+    with embedded_sqlite_default(tmp_path):
         yield "sqlite"
-    finally:
-        local.default_store_factory = None
-        for store in stores:
-            asyncio.run(store.close())

@@ -25,6 +25,7 @@ from celery_workflows.events import (
 
 app = Celery("cw_proj", broker=os.environ.get("CW_TEST_BROKER", "redis://127.0.0.1:6379/5"))
 app.conf.broker_connection_retry_on_startup = True
+app.conf.imports = ["cw_seeds"]  # the seed samples' workflows, for the workers
 runtime = CeleryRuntime(
     app,
     database_url=os.environ.get("CW_TEST_DATABASE"),

@@ -12,9 +12,6 @@ from ..store.base import utcnow
 
 log = logging.getLogger("celery_workflows.celery")
 
-#: Name of the task that fails a run past its timeout.
-DEADLINE_TASK = "celery_workflows.deadline"
-
 
 def task_name(workflow_name: str, step: str) -> str:
     """The stable Celery task name of a step (routing, rate limits, Flower)."""
@@ -44,7 +41,3 @@ class CeleryDispatcher:
                 task_id=item.delivery_id,
                 countdown=countdown,
             )
-
-    def schedule_deadline(self, workflow_name: str, run_id: str, timeout: float) -> None:
-        """Ask a worker to expire the run once its timeout has passed."""
-        self.app.send_task(DEADLINE_TASK, args=[workflow_name, run_id, timeout], countdown=timeout)

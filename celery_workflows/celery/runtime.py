@@ -16,14 +16,13 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from ..context.context import Context
-from ..events import StartEvent
 from ..handler import WorkflowHandler
 from ..runtime.base import BaseRuntime, Wakeups
 from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
 from ..store.sql import SqlRunStore
-from .dispatch import DEADLINE_TASK, CeleryDispatcher, task_name
+from .dispatch import CeleryDispatcher, task_name
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -107,7 +106,6 @@ class CeleryRuntime(BaseRuntime):
         self._background = set()
         self.worker = Worker(self)
         apply_safe_settings(app)
-        app.task(name=DEADLINE_TASK, ignore_result=True)(self.worker.expire_task)
         worker_process_init.connect(self.worker.on_process_init, weak=False)
 
     # --- per-process store and engine ------------------------------------------------------
@@ -162,20 +160,6 @@ class CeleryRuntime(BaseRuntime):
             worker.step_task(delivery_id, max_running=num_workers)
 
         return run_step
-
-    def start(
-        self,
-        workflow: Workflow,
-        ctx: Context[Any],
-        start_event: StartEvent | None,
-        run_id: str | None,
-    ) -> WorkflowHandler:
-        """Create the run, publish its start delivery and its deadline; return at once."""
-        handler = super().start(workflow, ctx, start_event, run_id)
-        timeout = workflow._timeout
-        if timeout is not None:
-            self.dispatcher.schedule_deadline(workflow.workflow_name, handler.run_id, timeout)
-        return handler
 
     def get_handler(self, run_id: str) -> WorkflowHandler:
         """A handle on an existing run, from any process (status, result, stream, send)."""

@@ -49,14 +49,16 @@ class Worker:
         execute = self.runtime.engine.execute(delivery_id, max_running=max_running)
         self.loop().run_until_complete(execute)
 
-    def expire_task(self, workflow_name: Any, run_id: Any, timeout: Any) -> None:
-        """Body of the deadline task: fail the run if it is still going."""
-        if not (isinstance(workflow_name, str) and isinstance(run_id, str)):
-            log.error("rejected a deadline message: %r %r", workflow_name, run_id)
-            return
+    async def _expire_runs(self) -> None:
+        # Deadlines live in the run rows, not in countdown messages: a broker that loses
+        # its messages loses no deadline, and a timeout may be longer than Redis keeps
+        # delayed messages invisible.
         engine = self.runtime.engine
-        binding = engine.binding_for(workflow_name)
-        self.loop().run_until_complete(engine.expire(binding, run_id, float(timeout)))
+        for run in await self.runtime.store.expired_runs(limit=100):
+            binding = engine.bindings.get(run.workflow_name)
+            timeout = binding.workflow._timeout if binding is not None else None
+            if binding is not None and timeout is not None:
+                await engine.expire(binding, run.run_id, timeout)
 
     # --- the sweeper -------------------------------------------------------------------
 
@@ -85,7 +87,9 @@ class Worker:
             loop.close()
 
     async def sweep(self) -> int:
-        """Publish again what is due: expired leases, never-published or lost messages."""
+        """Publish again what is due: expired leases, never-published or lost messages;
+        and fail runs past their timeout."""
+        await self._expire_runs()
         store = self.runtime.store
         stale = self.runtime.stale_after
         due = await store.due_deliveries(limit=200, stale_after=stale)

@@ -283,6 +283,11 @@ class RunStore(Protocol):
         Uses SKIP LOCKED where the database has it so that sweepers do not collide."""
         ...
 
+    async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
+        """Runs still running or waiting past their ``deadline_at`` (the workflow timeout),
+        oldest deadline first: the sweeper fails them with WorkflowTimeoutError."""
+        ...
+
     async def mark_published(self, delivery_ids: Sequence[str]) -> None:
         """Record that messages for these deliveries were handed to the broker."""
         ...

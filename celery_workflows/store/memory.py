@@ -276,6 +276,18 @@ class InMemoryRunStore:
                     break
         return due
 
+    async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
+        """Runs still going past their ``deadline_at``, oldest deadline first."""
+        now = self.clock()
+        late = [
+            row.record
+            for row in self._runs.values()
+            if not row.record.finished
+            and row.record.deadline_at is not None
+            and row.record.deadline_at < now
+        ]
+        return sorted(late, key=lambda r: r.deadline_at or now)[:limit]
+
     async def mark_published(self, delivery_ids: Sequence[str]) -> None:
         """Stamp ``published_at`` on the given deliveries (unknown ids are ignored)."""
         now = self.clock()

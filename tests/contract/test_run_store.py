@@ -888,3 +888,30 @@ async def test_sql_store_on_a_postgres_database_that_does_not_exist_raises_unava
         assert ":pw@" not in str(raised.value)
     finally:
         await store.close()
+
+
+# --- deadlines and lost messages ------------------------------------------------------
+
+
+async def test_expired_runs_lists_only_unfinished_runs_past_their_deadline(
+    store: RunStore, clock: Any
+) -> None:
+    past = clock.now - timedelta(seconds=5)
+    future = clock.now + timedelta(hours=1)
+    await start(store, "late", ("a",), deadline_at=past)
+    await start(store, "early", ("b",), deadline_at=future)
+    await start(store, "done", ("c",), deadline_at=past)
+    await start(store, "none", ("d",))
+    async with store.locked("done") as txn:
+        txn.set_status("completed", result={"r": 1})
+    assert [r.run_id for r in await store.expired_runs()] == ["late"]
+
+
+async def test_a_published_pending_delivery_untouched_for_stale_after_is_due_again(
+    store: RunStore, clock: Any
+) -> None:
+    await start(store, "run-1", ("d1",))
+    await store.mark_published(["d1"])
+    assert await store.due_deliveries(stale_after=10) == []
+    clock.advance(11)
+    assert [d.delivery_id for d in await store.due_deliveries(stale_after=10)] == ["d1"]

@@ -163,7 +163,17 @@ class Limited(Workflow):
         return StopEvent(result=state["peak"]) if finished else None
 
 
+class Sleepy(Workflow):
+    """A step that outlives the workflow's timeout."""
+
+    @step
+    async def nap(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(30)
+        return StopEvent(result="woke")
+
+
 counter = Counter(runtime=runtime, timeout=60)
+sleepy = Sleepy(runtime=runtime, timeout=1.5)
 limited = Limited(runtime=runtime, timeout=120)
 fan_out = FanOut(runtime=runtime, timeout=120)
 ask = Ask(runtime=runtime, timeout=120)

@@ -151,3 +151,16 @@ def test_malformed_messages_are_dropped_and_the_worker_keeps_serving(
     log = workers.log_tail(200)
     assert "malformed delivery id" in log
     assert "no such delivery" in log
+
+
+async def test_a_run_past_its_timeout_fails_with_workflow_timeout_error(
+    workers: WorkerGroup,
+) -> None:
+    p = proj()
+    from celery_workflows.errors import WorkflowTimeoutError
+
+    workers.start("w1")
+    handler = p.sleepy.run()
+    with pytest.raises(WorkflowTimeoutError, match=r"Operation timed out after 1\.5 seconds"):
+        await asyncio.wait_for(handler, 30)
+    assert p.runtime.get_run(handler.run_id).status == "failed"

@@ -118,6 +118,16 @@ class Queries:
         )
         self.open_deliveries = self.list_deliveries.where(_d.status.in_(_OPEN))
         self.due_deliveries = dialect.skip_locked(_due_deliveries())
+        self.expired_runs: AnySelect = (
+            select(runs)
+            .where(
+                _r.status.in_(["running", "waiting"]),
+                _r.deadline_at.is_not(None),
+                _r.deadline_at < bindparam("p_now"),
+            )
+            .order_by(_r.deadline_at)
+            .limit(bindparam("p_limit"))
+        )
         self.mark_published: Update = (
             update(deliveries)
             .where(_d.delivery_id.in_(bindparam("p_ids", expanding=True)))

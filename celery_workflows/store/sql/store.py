@@ -244,6 +244,11 @@ class SqlRunStore:
         rows = await self._all(self._q.due_deliveries, params)
         return [delivery_from_row(row) for row in rows]
 
+    async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
+        """Runs still going past their ``deadline_at``, oldest deadline first."""
+        params = {"p_now": self._db.clock(), "p_limit": limit}
+        return [run_from_row(row) for row in await self._all(self._q.expired_runs, params)]
+
     async def mark_published(self, delivery_ids: Sequence[str]) -> None:
         """Stamp ``published_at`` on the given deliveries (unknown ids are ignored)."""
         if not delivery_ids:

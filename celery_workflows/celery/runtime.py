@@ -116,7 +116,7 @@ class CeleryRuntime(BaseRuntime):
             if self._engine is None or self._pid != os.getpid():
                 self._store = SqlRunStore(self.database_url, create_schema=self.create_schema)
                 engine = Engine(self._store, self.dispatcher, lease_seconds=self.lease_seconds)
-                engine.heartbeat_seconds = self.heartbeat_seconds
+                engine.heartbeat = self.worker.heartbeat
                 engine.max_crashes = self.max_crashes
                 engine.listeners.append(self)
                 for workflow in self._workflows:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.engine import Dispatch
-from ..store.base import utcnow
+from ..store.base import DeliveryRecord, utcnow
 
 if TYPE_CHECKING:
     from .runtime import CeleryRuntime
@@ -59,6 +61,36 @@ class Worker:
             timeout = binding.workflow._timeout if binding is not None else None
             if binding is not None and timeout is not None:
                 await engine.expire(binding, run.run_id, timeout)
+
+    # --- the heartbeat -----------------------------------------------------------------
+
+    @contextmanager
+    def heartbeat(self, delivery: DeliveryRecord) -> Iterator[None]:
+        """Extend the attempt's lease from a thread while the step runs.
+
+        A thread, not a task of the step's loop: a step that blocks its loop (CPU work, a
+        sync call) must not lose its lease and get run a second time elsewhere."""
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._beat, args=(delivery, stop), name="cw-heartbeat", daemon=True
+        )
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join(timeout=5)
+
+    def _beat(self, delivery: DeliveryRecord, stop: threading.Event) -> None:
+        runtime = self.runtime
+        store = runtime.store
+        while not stop.wait(runtime.heartbeat_seconds):
+            try:
+                extend = store.extend_lease(delivery.fence, lease_seconds=runtime.lease_seconds)
+                if not asyncio.run(extend):
+                    return  # superseded: the new attempt owns the lease now
+            except Exception:
+                log.exception("heartbeat of delivery %s failed", delivery.delivery_id)
 
     # --- the sweeper -------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -90,9 +91,9 @@ class Engine:
         #: Stream StepStateChanged events (upstream's internal events). The in-process
         #: runtime turns this on; for Celery it would cost two stream writes per hop.
         self.step_events = False
-        #: Extend a running attempt's lease this often (None: never; in-process leases
-        #: are long). A worker that dies stops beating and its delivery is claimable.
-        self.heartbeat_seconds: float | None = None
+        #: Keeps a running attempt's lease alive while it runs (None: nothing; in-process
+        #: leases are long). A worker that dies stops beating: its delivery is claimable.
+        self.heartbeat: Callable[[DeliveryRecord], AbstractContextManager[None]] | None = None
         #: Attempts that died without a result before a delivery is declared poison.
         self.max_crashes: int | None = None
         #: How long a delivery over its step's ``num_workers`` waits before trying again.
@@ -219,12 +220,8 @@ class Engine:
             return
         if await self._poisoned(binding, delivery):
             return
-        beat = self._start_heartbeat(delivery)
-        try:
+        with self.heartbeat(delivery) if self.heartbeat is not None else nullcontext():
             await self._execute_claimed(binding, delivery, spec)
-        finally:
-            if beat is not None:
-                beat.cancel()
 
     async def _unknown_workflow(self, delivery: DeliveryRecord, name: str) -> None:
         """Fail a run whose workflow this process does not know (no codec to use)."""
@@ -246,18 +243,6 @@ class Engine:
             delivery.delivery_id, delivery.run_id, run.workflow_name, delivery.step, due
         )
         self.dispatcher.dispatch([item])
-
-    def _start_heartbeat(self, delivery: DeliveryRecord) -> asyncio.Task[None] | None:
-        if not self.heartbeat_seconds:
-            return None
-        return asyncio.get_running_loop().create_task(self._heartbeat(delivery))
-
-    async def _heartbeat(self, delivery: DeliveryRecord) -> None:
-        assert self.heartbeat_seconds is not None
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds)
-            if not await self.store.extend_lease(delivery.fence, lease_seconds=self.lease_seconds):
-                return  # superseded: the new attempt owns the lease now
 
     async def _poisoned(self, binding: Binding, delivery: DeliveryRecord) -> bool:
         """Fail the run of a delivery whose attempts keep dying (DESIGN invariant 6)."""

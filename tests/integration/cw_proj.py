@@ -172,7 +172,20 @@ class Sleepy(Workflow):
         return StopEvent(result="woke")
 
 
+class Blocking(Workflow):
+    """A step that blocks its event loop longer than the lease (CPU work, a sync call)."""
+
+    @step
+    async def block(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        bodies = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{ctx.run_id}.bodies"
+        with bodies.open("a") as out:
+            out.write("x")
+        time.sleep(float(ev.get("seconds", 6)))
+        return StopEvent(result="ok")
+
+
 counter = Counter(runtime=runtime, timeout=60)
+blocking = Blocking(runtime=runtime, timeout=60)
 sleepy = Sleepy(runtime=runtime, timeout=1.5)
 limited = Limited(runtime=runtime, timeout=120)
 fan_out = FanOut(runtime=runtime, timeout=120)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +165,13 @@ async def test_a_run_past_its_timeout_fails_with_workflow_timeout_error(
     with pytest.raises(WorkflowTimeoutError, match=r"Operation timed out after 1\.5 seconds"):
         await asyncio.wait_for(handler, 30)
     assert p.runtime.get_run(handler.run_id).status == "failed"
+
+
+def test_a_step_blocking_its_loop_past_the_lease_runs_once(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1", concurrency=1)
+    workers.start("w2", concurrency=1)
+    handler = p.blocking.run(seconds=6)  # the lease is 4 s: only the heartbeat keeps it
+    assert handler.result(timeout=60) == "ok", workers.log_tail()
+    bodies = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{handler.run_id}.bodies"
+    assert bodies.read_text() == "x"

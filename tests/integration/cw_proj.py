@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
 from celery import Celery
 from pydantic import BaseModel
 
-from celery_workflows import CeleryRuntime, Context, Workflow, step
+from celery_workflows import CeleryRuntime, Context, Workflow, catch_error, step
 from celery_workflows.events import (
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
     StartEvent,
+    StepFailedEvent,
     StopEvent,
 )
+from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 app = Celery("cw_proj", broker=os.environ.get("CW_TEST_BROKER", "redis://127.0.0.1:6379/5"))
 app.conf.broker_connection_retry_on_startup = True
@@ -184,7 +187,58 @@ class Blocking(Workflow):
         return StopEvent(result="ok")
 
 
+class Poison(Workflow):
+    """A step that kills its own worker process, every time."""
+
+    @step
+    async def die(self, ev: StartEvent) -> StopEvent:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return StopEvent(result="unreachable")
+
+
+class Left(Event):
+    side: str
+
+
+class Right(Event):
+    side: str
+
+
+class Features(Workflow):
+    """Retries with a delay, @catch_error, a two-parameter join and collect_events."""
+
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Left | Right | None:
+        ctx.send_event(Left(side="l"))
+        ctx.send_event(Right(side="r"))
+        return None
+
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.3), stop=stop_after_attempt(3)))
+    async def flaky(self, ctx: Context, ev: Left) -> Tick:
+        async with ctx.store.edit_state() as state:
+            state["tries"] = state.get("tries", 0) + 1
+        if ctx.retry_info().retry_number < 2:
+            raise ConnectionError("try again")
+        return Tick(n=ctx.retry_info().retry_number)
+
+    @step
+    async def broken(self, ev: Right) -> Tock:
+        raise ValueError("broken for good")
+
+    @catch_error(for_steps=["broken"])
+    async def rescue(self, ev: StepFailedEvent) -> Tock:
+        return Tock(n=-1)
+
+    @step
+    async def join(self, ctx: Context, tick: Tick, tock: Tock) -> StopEvent:
+        return StopEvent(
+            result={"tick": tick.n, "tock": tock.n, "tries": await ctx.store.get("tries")}
+        )
+
+
 counter = Counter(runtime=runtime, timeout=60)
+poison = Poison(runtime=runtime, timeout=120)
+features = Features(runtime=runtime, timeout=60)
 blocking = Blocking(runtime=runtime, timeout=60)
 sleepy = Sleepy(runtime=runtime, timeout=1.5)
 limited = Limited(runtime=runtime, timeout=120)

@@ -175,3 +175,24 @@ def test_a_step_blocking_its_loop_past_the_lease_runs_once(workers: WorkerGroup)
     assert handler.result(timeout=60) == "ok", workers.log_tail()
     bodies = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{handler.run_id}.bodies"
     assert bodies.read_text() == "x"
+
+
+def test_retries_catch_error_and_a_join_run_distributed(workers: WorkerGroup) -> None:
+    p = proj()
+    workers.start("w1")
+    workers.start("w2")
+    result = p.features.run().result(timeout=60)
+    assert result["tick"] == 2 and result["tock"] == -1, workers.log_tail()
+    # The step ran three times, its edit took effect once: a retry is another attempt of
+    # the same delivery, and the journal shows the edit already committed (invariant 8).
+    assert result["tries"] == 1
+
+
+def test_a_delivery_that_kills_its_worker_every_time_is_poison(workers: WorkerGroup) -> None:
+    p = proj()
+    from celery_workflows.errors import InvalidMessageError
+
+    workers.start("w1")
+    handler = p.poison.run()
+    with pytest.raises(InvalidMessageError, match="is poison: 3 attempts died"):
+        handler.result(timeout=90)

@@ -71,6 +71,8 @@ class CeleryRuntime(BaseRuntime):
         sweep_interval: how often each worker looks for deliveries to publish again.
         stale_after: seconds after which a pending, published delivery is published again.
         max_crashes: attempts that died without a result before a delivery is poison.
+        max_event_bytes: largest event (as JSON) a step may emit; a larger one fails
+            the step, naming run, step and event type. None: no limit.
         create_schema: migrate the database to the newest schema on first use.
     """
 
@@ -86,6 +88,7 @@ class CeleryRuntime(BaseRuntime):
         sweep_interval: float = 1.0,
         stale_after: float = 10.0,
         max_crashes: int = 3,
+        max_event_bytes: int | None = 1_000_000,
         create_schema: bool = True,
     ) -> None:
         self.app = app
@@ -95,6 +98,7 @@ class CeleryRuntime(BaseRuntime):
         self.sweep_interval = sweep_interval
         self.stale_after = stale_after
         self.max_crashes = max_crashes
+        self.max_event_bytes = max_event_bytes
         self.create_schema = create_schema
         self.dispatcher = CeleryDispatcher(app)
         self._workflows: list[Workflow] = []
@@ -118,6 +122,7 @@ class CeleryRuntime(BaseRuntime):
                 engine = Engine(self._store, self.dispatcher, lease_seconds=self.lease_seconds)
                 engine.heartbeat = self.worker.heartbeat
                 engine.max_crashes = self.max_crashes
+                engine.max_event_bytes = self.max_event_bytes
                 engine.listeners.append(self)
                 for workflow in self._workflows:
                     engine.register(workflow)

@@ -73,14 +73,14 @@ def workflow_types(specs: dict[str, StepSpec], state_type: type[BaseModel]) -> l
     return list(dict.fromkeys(types))
 
 
-def bind(workflow: Workflow, *, json_payloads: bool) -> Binding:
+def bind(workflow: Workflow, *, json_payloads: bool, max_event_bytes: int | None = None) -> Binding:
     """Compute the binding of ``workflow`` for a store that wants JSON or live payloads."""
     specs = workflow._step_specs()
     state_type = state_type_of(specs)
     codec: Codec
     if json_payloads:
         serializer = JsonSerializer(allowed_types=workflow_types(specs, state_type))
-        codec = JsonCodec(serializer, state_type)
+        codec = JsonCodec(serializer, state_type, max_event_bytes)
     else:
         codec = LiveCodec()
     return Binding(

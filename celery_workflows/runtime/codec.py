@@ -8,6 +8,7 @@ get JSON (:class:`JsonCodec`) resolved only against the workflow's registered ty
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -82,13 +83,26 @@ def _check_json(value: Any, path: str) -> None:
 class JsonCodec:
     """JSON payloads; classes resolve only against ``serializer``'s allowed types."""
 
-    def __init__(self, serializer: JsonSerializer, state_type: type[BaseModel]) -> None:
+    def __init__(
+        self,
+        serializer: JsonSerializer,
+        state_type: type[BaseModel],
+        max_event_bytes: int | None = None,
+    ) -> None:
         self.serializer = serializer
         self.state_type = state_type
+        self.max_event_bytes = max_event_bytes
 
     def encode_event(self, event: Event) -> Any:
         data = self.serializer.serialize_value(event)
         _check_json(data, f"event {type(event).__name__}")
+        if self.max_event_bytes is not None:
+            size = len(json.dumps(data))
+            if size > self.max_event_bytes:
+                raise InvalidMessageError(
+                    f"event {type(event).__name__} is {size} bytes as JSON, over the "
+                    f"limit of {self.max_event_bytes} (max_event_bytes)"
+                )
         return data
 
     def decode_event(self, payload: Any) -> Event:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .._signature import StepSpec
-from ..errors import InvalidMessageError, WorkflowRuntimeError
+from ..errors import InvalidMessageError, StateValidationError, WorkflowRuntimeError
 from ..events import (
     Event,
     InputRequiredEvent,
@@ -141,8 +141,15 @@ class Completer:
             except WorkflowRuntimeError as exc:
                 outcome.error = exc
             else:
-                await self._commit(binding, delivery, outputs, None, outcome.result)
-                return
+                try:
+                    await self._commit(binding, delivery, outputs, None, outcome.result)
+                    return
+                except (InvalidMessageError, StateValidationError) as exc:
+                    # An output that cannot be stored (too large, not JSON): the step
+                    # fails with that reason; nothing of the transaction was written.
+                    outcome.error = InvalidMessageError(
+                        f"run {delivery.run_id!r} step {delivery.step!r}: {exc}"
+                    )
         await self._failed(binding, delivery, spec, outcome.error)
 
     async def _commit(

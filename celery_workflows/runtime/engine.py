@@ -96,6 +96,8 @@ class Engine:
         self.heartbeat: Callable[[DeliveryRecord], AbstractContextManager[None]] | None = None
         #: Attempts that died without a result before a delivery is declared poison.
         self.max_crashes: int | None = None
+        #: Largest event, as JSON, a step may emit (None: no limit); JSON stores only.
+        self.max_event_bytes: int | None = None
         #: How long a delivery over its step's ``num_workers`` waits before trying again.
         self.busy_retry_seconds = 0.2
         #: StopEvents of runs completed in this process, as the step returned them (a
@@ -110,7 +112,9 @@ class Engine:
 
     def register(self, workflow: Workflow) -> Binding:
         """Bind ``workflow`` (its name routes deliveries to it)."""
-        binding = bind(workflow, json_payloads=self.store.json_payloads)
+        binding = bind(
+            workflow, json_payloads=self.store.json_payloads, max_event_bytes=self.max_event_bytes
+        )
         self.bindings[binding.name] = binding
         return binding
 

@@ -187,3 +187,34 @@ async def test_an_event_payload_naming_an_unregistered_type_fails_the_run_naming
     assert "os.system" in run.error["exception_message"]
     assert "run 'bad-1'" in run.error["exception_message"]
     assert run.error["exception_type"].endswith(InvalidMessageError.__name__)
+
+
+class Big(Event):
+    blob: str
+
+
+class TooBig(Workflow):
+    @step
+    async def produce(self, ctx: Context, ev: StartEvent) -> Big:
+        await ctx.store.set("before", 1)
+        return Big(blob="x" * 5000)
+
+    @step
+    async def consume(self, ev: Big) -> StopEvent:
+        return StopEvent(result=len(ev.blob))
+
+
+async def test_an_event_over_the_size_limit_fails_its_step_naming_run_step_and_event(
+    sql_store: SqlRunStore,
+) -> None:
+    from celery_workflows.errors import InvalidMessageError
+
+    runtime = LocalRuntime(sql_store)
+    runtime.engine.max_event_bytes = 1000
+    handler = TooBig(timeout=30, runtime=runtime).run(run_id="big-1")
+    with pytest.raises(InvalidMessageError) as info:
+        await asyncio.wait_for(handler, 30)
+    message = str(info.value)
+    assert "run 'big-1'" in message and "step 'produce'" in message and "event Big" in message
+    assert "max_event_bytes" in message
+    assert await handler.ctx.store.get("before") == 1

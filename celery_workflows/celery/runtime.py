@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -109,6 +110,9 @@ class CeleryRuntime(BaseRuntime):
         self._wakeups = Wakeups()
         self._background = set()
         self.worker = Worker(self)
+        #: Called after a workflow's step tasks were registered (an already running
+        #: in-process worker must learn about them).
+        self.on_register: list[Callable[[], None]] = []
         apply_safe_settings(app)
         worker_process_init.connect(self.worker.on_process_init, weak=False)
 
@@ -148,15 +152,22 @@ class CeleryRuntime(BaseRuntime):
         if workflow not in self._workflows:
             self._workflows.append(workflow)
             for name, spec in workflow._step_specs().items():
-                self.app.task(
-                    name=task_name(workflow.workflow_name, name),
-                    acks_late=True,
-                    reject_on_worker_lost=True,
-                    ignore_result=True,
-                )(self._step_body(spec.num_workers))
-            return self.engine.register(workflow)
+                self._register_task(task_name(workflow.workflow_name, name), spec.num_workers)
+            binding = self.engine.register(workflow)
+            for hook in self.on_register:
+                hook()
+            return binding
         found = self.engine.bindings.get(workflow.workflow_name)
         return found if found is not None else self.engine.register(workflow)
+
+    def _register_task(self, name: str, num_workers: int) -> None:
+        # A workflow registered again under the same name (a new instance, a class
+        # redefined) keeps its tasks: the task body looks the step up by name anyway.
+        if name in self.app.tasks:
+            return
+        self.app.task(name=name, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
+            self._step_body(num_workers)
+        )
 
     def _step_body(self, num_workers: int) -> Any:
         worker = self.worker

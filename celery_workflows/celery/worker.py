@@ -26,7 +26,9 @@ class Worker:
 
     def __init__(self, runtime: CeleryRuntime) -> None:
         self.runtime = runtime
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # One loop per thread that runs tasks (the prefork and solo pools: one thread per
+        # process; the threads pool: several).
+        self._local = threading.local()
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._runs: dict[str, str] = {}
@@ -34,10 +36,11 @@ class Worker:
     # --- the event loop of this process ---------------------------------------------
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        """One event loop per worker process, kept across tasks (resources stay valid)."""
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop
+        """This thread's event loop, kept across tasks (cached resources stay valid)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = self._local.loop = asyncio.new_event_loop()
+        return loop
 
     # --- task bodies -------------------------------------------------------------------
 
@@ -96,9 +99,15 @@ class Worker:
 
     def on_process_init(self, **_: Any) -> None:
         """Celery signal: a worker process started; start its sweeper."""
-        self._loop = None
+        self._local = threading.local()
         self._sweeper = None
         self.start_sweeper()
+
+    def stop(self) -> None:
+        """Stop this process's sweeper (a worker shutting down, a test ending)."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
 
     def start_sweeper(self) -> None:
         """Start this process's sweeper thread once."""

@@ -185,8 +185,15 @@ _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalRuntime] = 
 default_store_factory: Callable[[], RunStore] | None = None
 
 
-def default_runtime() -> LocalRuntime:
+#: A runtime that workflows given no runtime use instead (test suites run the same
+#: workflows on several runtimes this way).
+default_runtime_override: BaseRuntime | None = None
+
+
+def default_runtime() -> BaseRuntime:
     """The in-process runtime of the running event loop (one per loop)."""
+    if default_runtime_override is not None:
+        return default_runtime_override
     loop = asyncio.get_running_loop()
     runtime = _runtimes.get(loop)
     if runtime is None:

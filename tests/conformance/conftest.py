@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 import pytest
 from embedded import embedded_sqlite_default
 
-IMPLEMENTATIONS = ("workflows", "celery_workflows", "celery_workflows-sqlite")
+IMPLEMENTATIONS = (
+    "workflows",
+    "celery_workflows",
+    "celery_workflows-sqlite",
+    "celery_workflows-celery",
+)
 
 #: Where a persisted (JSON) run store differs from in-process upstream, on purpose. Each is
 #: a strict xfail on the SQLite parametrization: if one starts passing, the test says so.
@@ -34,6 +39,54 @@ JSON_STORE_DIFFERENCES = {
         "persisted typed state is validated before it is written"
     ),
 }
+#: Where running on Celery differs on purpose (strict xfails on the Celery parametrization).
+_AS_JSON = "the result crosses a process boundary as JSON: a tuple comes back as a list"
+CELERY_DIFFERENCES: dict[str, str] = {
+    **{
+        name: _AS_JSON
+        for name in (
+            "test_run_kwargs_build_the_default_start_event",
+            "test_retry_info_on_the_first_attempt_is_empty",
+            "test_resource_factory_is_called_once_when_cached",
+            "test_resource_factory_without_cache_is_called_per_injection",
+            "test_accept_event_subclasses_routes_a_subclass_to_the_base_step",
+            "test_store_set_of_a_dotted_path_creates_intermediate_dicts",
+            "test_store_default_state_is_a_dict_state",
+            "test_store_set_state_replaces_the_whole_state",
+            "test_store_clear_resets_to_an_empty_state",
+            "test_store_edit_state_commits_on_exit",
+            "test_store_reads_inside_edit_state_see_the_committed_state",
+            "test_store_a_concurrent_step_reads_committed_state_during_an_edit",
+            "test_store_an_exception_inside_edit_state_discards_the_changes",
+            "test_typed_state_starts_from_the_model_defaults",
+            "test_typed_state_edit_state_yields_the_model",
+        )
+    },
+    "test_ctx_round_trip_with_the_pickle_serializer_keeps_state": (
+        "a persisted run keeps only JSON state: a set is refused with its key path"
+    ),
+    "test_typed_state_set_does_not_validate_the_value": (
+        "persisted typed state is validated before it is written"
+    ),
+    "test_num_concurrent_runs_queues_runs_beyond_the_limit": (
+        "num_concurrent_runs is not enforced by the Celery runtime yet"
+    ),
+    "test_stream_events_hides_internal_events_unless_exposed": (
+        "the Celery runtime does not stream StepStateChanged (two stream writes a hop)"
+    ),
+}
+#: Timing-dependent on Celery (not strict).
+CELERY_TIMING = {
+    "test_a_step_returning_none_emits_nothing": (
+        "messages sent by one step are consumed in parallel by the worker pool: "
+        "num_workers=1 serializes them but does not keep their order"
+    ),
+    "test_num_workers_caps_concurrent_executions_of_a_step": (
+        "a delivery over num_workers is retried 0.2 s later, so short steps may never "
+        "overlap and the peak can stay below num_workers"
+    ),
+}
+
 #: Timing-dependent on SQLite (not strict): passes when the reading step claims its
 #: delivery before the writing step takes the database-wide write lock, else times out.
 SQLITE_TIMING = {
@@ -103,6 +156,9 @@ def impl_or_skip(pkg: str) -> SimpleNamespace:
 def impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SimpleNamespace]:
     """The implementation under test: upstream ``workflows``, or ``celery_workflows``
     in-process on the in-memory store, or on the embedded SQLite store (JSON payloads)."""
+    if request.param == "celery_workflows-celery":
+        yield from _on_celery(request)
+        return
     if request.param != "celery_workflows-sqlite":
         yield impl_or_skip(request.param)
         return
@@ -113,6 +169,55 @@ def impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SimpleNames
         request.applymarker(pytest.mark.xfail(reason=SQLITE_TIMING[name], strict=False))
     with embedded_sqlite_default(tmp_path):
         yield impl_or_skip("celery_workflows")
+
+
+def _on_celery(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
+    from celery_workflows.runtime import local
+
+    name = request.node.originalname
+    if name in CELERY_DIFFERENCES:
+        request.applymarker(pytest.mark.xfail(reason=CELERY_DIFFERENCES[name], strict=True))
+    if name in CELERY_TIMING:
+        request.applymarker(pytest.mark.xfail(reason=CELERY_TIMING[name], strict=False))
+    runtime = request.getfixturevalue("inthread_celery_runtime")
+    local.default_runtime_override = runtime
+    try:
+        yield impl_or_skip("celery_workflows")
+    finally:
+        local.default_runtime_override = None
+
+
+@pytest.fixture(scope="session")
+def inthread_celery_runtime(
+    create_postgres_database: Callable[[], str], redis_url: str
+) -> Iterator[Any]:
+    """A CeleryRuntime over real Redis and PostgreSQL, with a worker in this process.
+
+    The suite defines its workflows inside the tests, so a worker in another process could
+    not import them; a real Celery worker (threads pool) runs in a thread here instead.
+    """
+    import redis
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+
+    from celery_workflows.celery import CeleryRuntime
+
+    broker = redis_url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(broker).flushdb()
+    app = Celery("conformance", broker=broker)
+    app.conf.broker_connection_retry_on_startup = True
+    runtime = CeleryRuntime(
+        app,
+        database_url=create_postgres_database(),
+        lease_seconds=10,
+        heartbeat_seconds=2,
+        sweep_interval=0.5,
+    )
+    with start_worker(app, pool="threads", concurrency=6, perform_ping_check=False) as worker:
+        runtime.on_register.append(worker.consumer.update_strategies)
+        yield runtime
+        runtime.worker.stop()
+    asyncio.run(runtime.store.close())
 
 
 @pytest.fixture

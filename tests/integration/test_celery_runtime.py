@@ -30,10 +30,15 @@ def test_a_run_started_from_sync_code_finishes_on_a_worker(workers: WorkerGroup)
     assert p.runtime.get_run(handler.run_id).status == "completed"
 
 
-def test_step_tasks_have_stable_names(workers: WorkerGroup) -> None:
+def test_step_tasks_have_stable_names_that_celery_inspect_shows(workers: WorkerGroup) -> None:
     p = proj()
     assert "celery_workflows.step:cw_proj.Counter.count" in p.app.tasks
-    assert "celery_workflows.step:cw_proj.FanOut.add" in p.app.tasks
+    workers.start("w1")
+    assert p.counter.run().result(timeout=60) == 1  # the worker is up
+    registered = p.app.control.inspect(timeout=5).registered() or {}
+    names = {name for tasks in registered.values() for name in tasks}
+    assert "celery_workflows.step:cw_proj.Counter.count" in names
+    assert "celery_workflows.step:cw_proj.FanOut.add" in names
 
 
 async def test_parallel_steps_on_two_workers_keep_every_edit(workers: WorkerGroup) -> None:
@@ -148,10 +153,12 @@ def test_malformed_messages_are_dropped_and_the_worker_keeps_serving(
     name = "celery_workflows.step:cw_proj.Counter.count"
     p.app.send_task(name, args=[{"not": "an id"}])
     p.app.send_task(name, args=["no-such-run:no-such-delivery"])
+    p.app.send_task(name, args=["pickled"], serializer="pickle")  # refused: JSON only
     assert p.counter.run().result(timeout=60) == 1
     log = workers.log_tail(200)
     assert "malformed delivery id" in log
     assert "no such delivery" in log
+    assert "Refusing to deserialize untrusted content of type pickle" in log
 
 
 async def test_a_run_past_its_timeout_fails_with_workflow_timeout_error(
@@ -196,3 +203,16 @@ def test_a_delivery_that_kills_its_worker_every_time_is_poison(workers: WorkerGr
     handler = p.poison.run()
     with pytest.raises(InvalidMessageError, match="is poison: 3 attempts died"):
         handler.result(timeout=90)
+
+
+async def test_many_runs_at_once_over_two_worker_processes_are_each_exact(
+    workers: WorkerGroup,
+) -> None:
+    p = proj()
+    workers.start("w1")
+    workers.start("w2")
+    handlers = [p.fan_out.run(n=8) for _ in range(10)]
+    results = await asyncio.wait_for(asyncio.gather(*handlers), 120)
+    assert results == [{"count": 8, "total": 28}] * 10, workers.log_tail()
+    for handler in handlers:
+        assert await handler.ctx.store.get("edits") == 8

@@ -152,7 +152,7 @@ class CeleryRuntime(BaseRuntime):
         if workflow not in self._workflows:
             self._workflows.append(workflow)
             for name, spec in workflow._step_specs().items():
-                self._register_task(task_name(workflow.workflow_name, name), spec.num_workers)
+                self._register_task(workflow.workflow_name, name, spec.num_workers)
             binding = self.engine.register(workflow)
             for hook in self.on_register:
                 hook()
@@ -160,20 +160,21 @@ class CeleryRuntime(BaseRuntime):
         found = self.engine.bindings.get(workflow.workflow_name)
         return found if found is not None else self.engine.register(workflow)
 
-    def _register_task(self, name: str, num_workers: int) -> None:
+    def _register_task(self, workflow_name: str, step: str, num_workers: int) -> None:
         # A workflow registered again under the same name (a new instance, a class
         # redefined) keeps its tasks: the task body looks the step up by name anyway.
+        name = task_name(workflow_name, step)
         if name in self.app.tasks:
             return
         self.app.task(name=name, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
-            self._step_body(num_workers)
+            self._step_body(workflow_name, num_workers)
         )
 
-    def _step_body(self, num_workers: int) -> Any:
+    def _step_body(self, workflow_name: str, num_workers: int) -> Any:
         worker = self.worker
 
         def run_step(delivery_id: Any) -> None:
-            worker.step_task(delivery_id, max_running=num_workers)
+            worker.step_task(delivery_id, max_running=num_workers, workflow_name=workflow_name)
 
         return run_step
 

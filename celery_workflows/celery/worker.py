@@ -44,14 +44,18 @@ class Worker:
 
     # --- task bodies -------------------------------------------------------------------
 
-    def step_task(self, delivery_id: Any, max_running: int | None = None) -> None:
+    def step_task(
+        self, delivery_id: Any, max_running: int | None = None, workflow_name: str | None = None
+    ) -> None:
         """Body of every step task: execute one delivery by id."""
         if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= MAX_ID_LENGTH:
             # Nothing else comes from the broker: a malformed id is logged and dropped.
             log.error("rejected a step message with a malformed delivery id: %r", delivery_id)
             return
         self.start_sweeper()
-        execute = self.runtime.engine.execute(delivery_id, max_running=max_running)
+        execute = self.runtime.engine.execute(
+            delivery_id, max_running=max_running, workflow_name=workflow_name
+        )
         self.loop().run_until_complete(execute)
 
     async def _expire_runs(self) -> None:

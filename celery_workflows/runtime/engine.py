@@ -193,7 +193,13 @@ class Engine:
 
     # --- execute one delivery ------------------------------------------------------------
 
-    async def execute(self, delivery_id: str, *, max_running: int | None = None) -> None:
+    async def execute(
+        self,
+        delivery_id: str,
+        *,
+        max_running: int | None = None,
+        workflow_name: str | None = None,
+    ) -> None:
         """Claim and run one delivery; a redelivered or stale message is dropped.
 
         ``max_running`` is the step's ``num_workers``: with that many attempts of the step
@@ -213,10 +219,12 @@ class Engine:
             log.debug("delivery %s not run: %s", delivery_id, claim.outcome)
             return
         delivery = claim.delivery
-        run = await self.store.get_run(delivery.run_id)
-        binding = self.bindings.get(run.workflow_name)
+        if workflow_name is None:
+            # The dispatcher usually says (it is in the task name); else ask the run row.
+            workflow_name = (await self.store.get_run(delivery.run_id)).workflow_name
+        binding = self.bindings.get(workflow_name)
         if binding is None:
-            await self._unknown_workflow(delivery, run.workflow_name)
+            await self._unknown_workflow(delivery, workflow_name)
             return
         spec = binding.specs.get(delivery.step)
         if spec is None:

@@ -62,7 +62,7 @@ class InlineDispatcher:
         limit = self._limits.setdefault(key, asyncio.Semaphore(workers))
         async with limit:
             try:
-                await self.engine.execute(item.delivery_id)
+                await self.engine.execute(item.delivery_id, workflow_name=item.workflow_name)
             except asyncio.CancelledError:
                 raise
             except Exception:

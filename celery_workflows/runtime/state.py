@@ -25,10 +25,16 @@ class _Edit:
 
 
 class JournalCursor:
-    """Hands out the edit indexes of one step invocation, in call order."""
+    """Hands out the edit indexes of one step invocation, in call order.
 
-    def __init__(self, journal_id: str) -> None:
+    ``fresh`` says no mark of this journal can exist yet: the first attempt of a delivery
+    that keeps its own journal. Only attempts of that delivery write to its journal, and
+    none came before attempt 1 (a later one fences this one out), so the lookup is skipped.
+    """
+
+    def __init__(self, journal_id: str, *, fresh: bool = False) -> None:
         self.journal_id = journal_id
+        self.fresh = fresh
         self._next = 0
 
     def take(self) -> int:
@@ -77,6 +83,7 @@ class RunStateBackend:
             if (
                 journal is not None
                 and index is not None
+                and not journal.fresh
                 and await txn.journal_get(journal.journal_id, index) is not None
             ):
                 yield _Edit(state, replayed=True)

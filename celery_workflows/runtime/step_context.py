@@ -64,7 +64,10 @@ class Invocation:
 
     def __post_init__(self) -> None:
         d = self.delivery
-        self.journal = JournalCursor(d.journal_id)
+        # A re-run of the body in the same attempt (after a collect_events answer) has
+        # marks from its first round: only the first round of a first attempt is fresh.
+        fresh = not self.collected and d.attempt == 1 and d.journal_id == d.delivery_id
+        self.journal = JournalCursor(d.journal_id, fresh=fresh)
         backend = RunStateBackend(
             self.engine.store,
             d.run_id,

@@ -170,3 +170,33 @@ async def test_a_delivery_of_an_unregistered_workflow_fails_its_run_and_the_work
 async def test_a_message_for_an_unknown_delivery_is_dropped() -> None:
     engine, _, _ = make_engine(lease=10)
     await engine.execute("no-such-run:no-such-delivery")  # logs, does not raise
+
+
+class Ping(Event):
+    pass
+
+
+class Pong(Event):
+    pass
+
+
+class EditThenCollect(Workflow):
+    @step
+    async def start(self, ctx: Context, ev: StartEvent) -> Ping | Pong | None:
+        ctx.send_event(Ping())
+        ctx.send_event(Pong())
+        return None
+
+    @step
+    async def gather(self, ctx: Context, ev: Ping | Pong) -> StopEvent | None:
+        async with ctx.store.edit_state() as state:
+            state["edits"] = state.get("edits", 0) + 1
+        # collect_events re-runs this body once its answer is committed: the edit above
+        # must not be applied a second time by that re-run.
+        if ctx.collect_events(ev, [Ping, Pong]) is None:
+            return None
+        return StopEvent(result=await ctx.store.get("edits"))
+
+
+async def test_an_edit_before_collect_events_is_applied_once_per_delivery() -> None:
+    assert await asyncio.wait_for(EditThenCollect().run(), 5) == 2

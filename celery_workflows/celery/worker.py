@@ -31,7 +31,6 @@ class Worker:
         self._local = threading.local()
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
-        self._runs: dict[str, str] = {}
 
     # --- the event loop of this process ---------------------------------------------
 
@@ -146,10 +145,7 @@ class Worker:
             touched = max(delivery.updated_at, delivery.not_before or delivery.updated_at)
             if delivery.status == "pending" and touched > cutoff:
                 continue
-            name = self._runs.get(delivery.run_id)
-            if name is None:
-                name = (await store.get_run(delivery.run_id)).workflow_name
-                self._runs[delivery.run_id] = name
+            name = (await store.get_run(delivery.run_id)).workflow_name
             items.append(Dispatch(delivery.delivery_id, delivery.run_id, name, delivery.step))
         if items:
             log.info("sweeper publishes %d due deliveries again", len(items))

@@ -7,7 +7,6 @@ items become deliveries again on resume, waiters and collect buffers go back int
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,18 +194,11 @@ def snapshot_dict(
     }
 
 
-def dumps_event(event: Event, serializer: BaseSerializer) -> str:
-    """One event as the JSON string snapshots hold."""
-    return serializer.serialize(event)
-
-
 __all__ = [
     "ParsedSnapshot",
     "decode_state_payload",
-    "dumps_event",
     "empty_worker",
     "encode_state_payload",
-    "json",
     "parse_snapshot",
     "snapshot_dict",
     "work_item",

@@ -101,7 +101,7 @@ class BaseRuntime:
 
     # --- wake-ups ----------------------------------------------------------------------
 
-    def changed(self, run_id: str) -> None:
+    def changed(self, run_id: str, *, finished: bool = False) -> None:
         """Listener hook: wake whoever waits on ``run_id`` (in any thread or loop)."""
         self._wakeups.wake(run_id)
 

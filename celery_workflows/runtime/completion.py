@@ -20,6 +20,7 @@ from ..events import (
     InputRequiredEvent,
     StepFailedEvent,
     StepState,
+    StepStateChanged,
     StopEvent,
     WorkflowFailedEvent,
 )
@@ -30,11 +31,14 @@ from .routing import Output, child_id
 from .step_context import Invocation, StepSuspended
 
 
-def step_state(delivery: DeliveryRecord, state: StepState) -> Event:
-    """The StepStateChanged event of ``delivery`` (imported lazily: engine imports us)."""
-    from .engine import step_state as make
-
-    return make(delivery, state)
+def step_state(delivery: DeliveryRecord, state: StepState) -> StepStateChanged:
+    """The internal event that says a step started or stopped."""
+    return StepStateChanged(
+        name=delivery.step,
+        step_state=state,
+        worker_id=delivery.delivery_id,
+        input_event_name=type(delivery.event).__name__,
+    )
 
 
 if TYPE_CHECKING:
@@ -197,7 +201,7 @@ class Completer:
             self.engine.remember_result(delivery.run_id, stop)
         if stop is None:
             self.engine.publish(binding, delivery.run_id, routed.deliveries)
-        self.engine.notify(delivery.run_id)
+        self.engine.notify(delivery.run_id, finished=stop is not None)
 
     async def _register_waiter(
         self, binding: Binding, txn: RunTxn, meta: dict[str, Any], suspended: StepSuspended
@@ -321,7 +325,7 @@ class Completer:
             await txn.append_stream(codec.encode_event(event), f"{delivery.run_id}:failed")
             txn.finish_delivery(delivery.fence, "failed", codec.encode_error(exc))
             txn.set_status("failed", error=error)
-        self.engine.notify(delivery.run_id)
+        self.engine.notify(delivery.run_id, finished=True)
 
     async def reject(self, binding: Binding, delivery: DeliveryRecord, reason: str) -> None:
         """Fail the run of a delivery that cannot be processed, naming run and step."""

@@ -25,7 +25,6 @@ from ..events import (
     Event,
     StartEvent,
     StepState,
-    StepStateChanged,
     WorkflowCancelledEvent,
     WorkflowTimedOutEvent,
 )
@@ -39,7 +38,7 @@ from ..store.base import (
     utcnow,
 )
 from .binding import Binding, bind
-from .completion import Completer, Outcome
+from .completion import Completer, Outcome, step_state
 from .invoke import call_step
 from .routing import Output
 from .step_context import CollectNeeded, Invocation, StepSuspended, match_collect
@@ -70,7 +69,7 @@ class Dispatcher(Protocol):
 class Listener(Protocol):
     """Told when a run's stream or status changed (in-process waiters)."""
 
-    def changed(self, run_id: str) -> None: ...
+    def changed(self, run_id: str, *, finished: bool = False) -> None: ...
 
 
 class Engine:
@@ -135,10 +134,10 @@ class Engine:
         while len(self.live_results) > 1000:
             self.live_results.popitem(last=False)
 
-    def notify(self, run_id: str) -> None:
-        """Tell listeners that ``run_id`` changed."""
+    def notify(self, run_id: str, *, finished: bool = False) -> None:
+        """Tell listeners that ``run_id`` changed (``finished``: it just ended)."""
         for listener in self.listeners:
-            listener.changed(run_id)
+            listener.changed(run_id, finished=finished)
 
     # --- start -------------------------------------------------------------------------
 
@@ -246,7 +245,7 @@ class Engine:
         async with self.store.locked(delivery.run_id, delivery.fence) as txn:
             txn.finish_delivery(delivery.fence, "failed", error)
             txn.set_status("failed", error=error)
-        self.notify(delivery.run_id)
+        self.notify(delivery.run_id, finished=True)
 
     async def _later(self, delivery: DeliveryRecord) -> None:
         run = await self.store.get_run(delivery.run_id)
@@ -418,18 +417,8 @@ class Engine:
                 return False
             await txn.append_stream(binding.codec.encode_event(event), f"{run_id}:halt")
             txn.set_status(status, error=error)
-        self.notify(run_id)
+        self.notify(run_id, finished=True)
         return True
-
-
-def step_state(delivery: DeliveryRecord, state: StepState) -> StepStateChanged:
-    """The internal event that says a step started or stopped."""
-    return StepStateChanged(
-        name=delivery.step,
-        step_state=state,
-        worker_id=delivery.delivery_id,
-        input_event_name=type(delivery.event).__name__,
-    )
 
 
 def _decode_list(codec: Any, payload: Any) -> list[Event] | None:

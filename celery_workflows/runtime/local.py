@@ -34,7 +34,7 @@ class InlineDispatcher:
     def __init__(self) -> None:
         self.engine: Engine | None = None
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
-        self.tasks: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
+        self.tasks: dict[str, set[asyncio.Task[None]]] = {}
 
     def dispatch(self, items: Sequence[Dispatch]) -> None:
         """Schedule each delivery now, or at its ``not_before``."""
@@ -48,7 +48,7 @@ class InlineDispatcher:
 
     def _spawn(self, item: Dispatch) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(item))
-        runs = self.tasks[item.run_id]
+        runs = self.tasks.setdefault(item.run_id, set())
         runs.add(task)
         task.add_done_callback(runs.discard)
 
@@ -76,6 +76,11 @@ class InlineDispatcher:
         for task in list(self.tasks.pop(run_id, ())):
             if task is not current:
                 task.cancel()
+        self.forget(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Drop the per-run bookkeeping of a run that ended (tasks finish on their own)."""
+        self.tasks.pop(run_id, None)
         for key in [k for k in self._limits if k[0] == run_id]:
             del self._limits[key]
 
@@ -92,6 +97,7 @@ class LocalRuntime(BaseRuntime):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._active: dict[str, set[str]] = defaultdict(set)
         self._queued: dict[str, list[tuple[Binding, str]]] = defaultdict(list)
+        self._workflow_of: dict[str, str] = {}  # unfinished run id -> workflow name
 
     def start(
         self,
@@ -127,6 +133,7 @@ class LocalRuntime(BaseRuntime):
         # Over the limit the run row commits but its start delivery is published only
         # when a running run of this workflow finishes (see changed()).
         held = limit is not None and len(active) >= limit
+        self._workflow_of[run_id] = binding.name
         if held:
             self._queued[binding.name].append((binding, run_id))
         else:
@@ -147,22 +154,20 @@ class LocalRuntime(BaseRuntime):
         await super().cancel(binding, run_id)
         self.dispatcher.cancel_run(run_id)
 
-    def changed(self, run_id: str) -> None:
-        """Wake waiters; on a finished run, free its timer and concurrency slot."""
-        super().changed(run_id)
-        try:
-            run = self.get_run(run_id)
-        except Exception:
-            return
-        if not run.finished:
+    def changed(self, run_id: str, *, finished: bool = False) -> None:
+        """Wake waiters; when a run ended, free its timer, concurrency slot and limits."""
+        super().changed(run_id, finished=finished)
+        if not finished:
             return
         timer = self._timers.pop(run_id, None)
         if timer is not None:
             timer.cancel()
-        active = self._active.get(run.workflow_name)
-        if active is not None and run_id in active:
+        self.dispatcher.forget(run_id)
+        name = self._workflow_of.pop(run_id, None)
+        active = self._active.get(name) if name is not None else None
+        if name is not None and active is not None and run_id in active:
             active.discard(run_id)
-            self._release(run.workflow_name)
+            self._release(name)
 
     def _release(self, workflow_name: str) -> None:
         queue = self._queued.get(workflow_name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._serializers import BaseSerializer, qualified_name
+from .._serializers import BaseSerializer
 from ..context.snapshot import ParsedSnapshot, empty_worker, snapshot_dict, work_item
 from ..context.state_store import DictState
 from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
@@ -104,4 +104,4 @@ def resume_plan(
     return deliveries, meta
 
 
-__all__ = ["build_snapshot", "qualified_name", "resume_plan"]
+__all__ = ["build_snapshot", "resume_plan"]

@@ -200,3 +200,17 @@ class EditThenCollect(Workflow):
 
 async def test_an_edit_before_collect_events_is_applied_once_per_delivery() -> None:
     assert await asyncio.wait_for(EditThenCollect().run(), 5) == 2
+
+
+async def test_the_in_process_runtime_keeps_no_state_of_finished_runs() -> None:
+    from celery_workflows.runtime.local import LocalRuntime
+
+    runtime = LocalRuntime()
+    workflow = EditThenCollect(runtime=runtime, timeout=30)
+    for _ in range(3):
+        assert await asyncio.wait_for(workflow.run(), 5) == 2
+    await asyncio.sleep(0)  # let the finished tasks run their done-callbacks
+    assert runtime.dispatcher.tasks == {}
+    assert runtime.dispatcher._limits == {}
+    assert runtime._timers == {}
+    assert runtime._workflow_of == {}

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 
 from celery_workflows.errors import StoreError, StoreUnavailableError
 from celery_workflows.store.sql._codec import engine_json_serializer
+from celery_workflows.store.sql._pg import PgHotPath
 from celery_workflows.store.sql.dialects import (
     WRITE_OPTION,
     SqlDialect,
@@ -61,6 +62,8 @@ class Database:
         self.busy_timeout_s = busy_timeout_s
         self.clock = clock
         self.queries = Queries(self.dialect)
+        #: The pipelined hot path, on PostgreSQL through psycopg 3 (None elsewhere).
+        self.hot = PgHotPath() if self.url.get_driver_name() == "psycopg" else None
         try:
             self.engine: Engine = create_engine(
                 self.url,

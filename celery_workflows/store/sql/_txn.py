@@ -28,6 +28,7 @@ from celery_workflows.store.base import (
 )
 from celery_workflows.store.sql._codec import EncodedJson, encode
 from celery_workflows.store.sql._db import Database
+from celery_workflows.store.sql._pg import PgHotPath, Statement
 from celery_workflows.store.sql._threads import TxnThread
 from celery_workflows.store.sql.queries import delivery_from_row, run_from_row
 
@@ -51,6 +52,7 @@ class SqlRunTxn:
         self._stream_seq = 0
         self._delivery_seq = 0
         self._fences: dict[str, int] = {}  # delivery id -> attempt verified as running
+        self._held: set[str] = set()  # of those, the ones whose row this txn keeps locked
         self._closed_here: set[str] = set()
         self._values: dict[str, Any] = {}
         self._terminal = False
@@ -72,12 +74,20 @@ class SqlRunTxn:
         self._delivery_seq = found.delivery_seq
 
     def _lock_row(self, conn: Connection, fence: Fence | None) -> Row[Any]:
-        found = conn.execute(self._q.select_run_locked, {"p_run_id": self._run_id}).one_or_none()
+        hot = self._db.hot
+        if hot is not None:
+            fence_id = fence.delivery_id if fence is not None else None
+            found, head = hot.lock_run(conn, self._run_id, fence_id)
+        else:
+            found = conn.execute(self._q.select_run_locked, {"p_run_id": self._run_id})
+            found, head = found.one_or_none(), None
         if found is None:
             raise RunNotFoundError(self._run_id)
         if fence is not None:
-            self._check_fence_in_db(conn, fence, hold=True)
-        return found
+            if hot is None:
+                head = self._fence_head(conn, fence, hold=True)
+            self._verify_fence(head, fence, held=True)
+        return found  # type: ignore[no-any-return]
 
     def commit(self) -> None:
         """Send the buffered writes and commit; the connection is closed either way."""
@@ -232,22 +242,37 @@ class SqlRunTxn:
             # Rare (the locked fence is verified at begin): a plain read on the txn's own
             # connection, which waits for no lock. A claim after it is caught at commit.
             conn = self._connection()
-            self._thread.run_blocking(lambda: self._check_fence_in_db(conn, fence, hold=False))
+            self._thread.run_blocking(lambda: self._check_fence_in_db(conn, fence))
         self._closed_here.add(fence.delivery_id)
         self._ops.append((kind, fence, params))
 
-    def _check_fence_in_db(self, conn: Connection, fence: Fence, *, hold: bool) -> None:
+    def _check_fence_in_db(self, conn: Connection, fence: Fence) -> None:
+        self._verify_fence(self._fence_head(conn, fence, hold=False), fence, held=False)
+
+    def _fence_head(self, conn: Connection, fence: Fence, *, hold: bool) -> Row[Any] | None:
         # hold: keep the delivery row locked against claims until this transaction ends.
         stmt = self._q.select_delivery_fence if hold else self._q.select_delivery_head
         with self._db.guard():
-            found = conn.execute(stmt, {"p_id": fence.delivery_id}).one_or_none()
+            return conn.execute(stmt, {"p_id": fence.delivery_id}).one_or_none()
+
+    def _verify_fence(self, found: Any, fence: Fence, *, held: bool) -> None:
         if found is None or found.run_id != self._run_id:
             raise DeliveryNotFoundError(fence.delivery_id)
         if found.status != "running" or found.attempt != fence.attempt:
             raise FencedOutError(fence.delivery_id, fence.attempt, found.attempt, found.status)
         self._fences[fence.delivery_id] = fence.attempt
+        if held:
+            self._held.add(fence.delivery_id)
 
     def _flush(self, conn: Connection, now: datetime) -> None:
+        hot = self._db.hot
+        if hot is not None and all(
+            op[0] == "add" or op[1].delivery_id in self._held for op in self._ops
+        ):
+            # Every fenced write is on a row this txn holds: none can miss, so no result
+            # needs looking at and the writes go in one round trip with the COMMIT.
+            hot.commit(conn, self._statements(hot, now))
+            return
         q = self._q
         if self._journal:
             conn.execute(q.insert_journal, [row for row, _ in self._journal.values()])
@@ -263,6 +288,28 @@ class SqlRunTxn:
             conn.execute(q.update_run(values), {"p_run_id": self._run_id})
         if self._terminal:
             conn.execute(q.cancel_open_deliveries, {"p_run_id": self._run_id, "p_now": now})
+
+    def _statements(self, hot: PgHotPath, now: datetime) -> list[Statement]:
+        """What :meth:`_flush` executes, in its order, as PostgreSQL text."""
+        out: list[Statement] = []
+        if self._journal:
+            out.append((hot.insert_journal, [row for row, _ in self._journal.values()]))
+        for op in self._ops:
+            if op[0] == "add":
+                out.append((hot.insert_deliveries, op[1]))
+            else:
+                kind, fence, params = op
+                sql = hot.finish_delivery if kind == "finish" else hot.reschedule_delivery
+                where = {"p_id": fence.delivery_id, "p_attempt": fence.attempt, "p_now": now}
+                out.append((sql, {**params, **where}))
+        if self._stream:
+            out.append((hot.insert_stream, self._stream))
+        if self._values:
+            values = {**self._values, "updated_at": now}
+            out.append((hot.update_run(list(values)), {**values, "p_run_id": self._run_id}))
+        if self._terminal:
+            out.append((hot.cancel_open_deliveries, {"p_run_id": self._run_id, "p_now": now}))
+        return out
 
     def _flush_fenced(self, conn: Connection, op: _FencedOp, now: datetime) -> None:
         kind, fence, params = op

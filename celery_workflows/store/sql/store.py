@@ -168,9 +168,28 @@ class SqlRunStore:
         SQLite every writer waits for every other: the lock is the database's.)
         """
         lease = timedelta(seconds=lease_seconds)
+        if self._db.hot is not None:
+            fast = await self._transaction(
+                lambda conn: self._pipelined_claim(conn, delivery_id, lease, max_running),
+                write=True,
+            )
+            if fast is not None:
+                return fast
         return await self._transaction(
             lambda conn: self._claim_txn(conn, delivery_id, lease, max_running), write=True
         )
+
+    def _pipelined_claim(
+        self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None
+    ) -> Claim | None:
+        """The common case in one round trip; None: not claimable, ask ``_claim_txn`` why."""
+        assert self._db.hot is not None
+        now = self._db.clock()
+        params = {"p_id": delivery_id, "p_now": now, "p_lease": now + lease, "p_max": max_running}
+        found = self._db.hot.claim(conn, params, serialize=max_running is not None)
+        if not found.exists:
+            return Claim("missing")
+        return None if found.row is None else Claim("claimed", delivery_from_row(found.row))
 
     def _claim_txn(
         self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None

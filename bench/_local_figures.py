@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from _harness import summary
 from sqlalchemy import event
 from workflows import Context as UpContext
@@ -111,20 +112,47 @@ class _Recorder:
         self.sent.extend(items)
 
 
+class _CountingCursor(psycopg.Cursor[Any]):
+    """A psycopg cursor that reports each statement it sends (pipelined ones too)."""
+
+    counter: _SqlCounter | None = None
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+        if self.counter is not None:
+            self.counter.add("statements", 1)
+        return super().execute(query, params, **kw)
+
+    def executemany(self, query: Any, params_seq: Any, **kw: Any) -> None:
+        params_seq = list(params_seq)
+        if self.counter is not None:
+            self.counter.add("statements", len(params_seq))
+        super().executemany(query, params_seq, **kw)
+
+
 class _SqlCounter:
-    """Counts statements, commits and rollbacks on a SQLAlchemy engine (any thread)."""
+    """Counts statements (at the driver: SQLAlchemy's and the pipelined hot path's),
+    commits and rollbacks of a store's engine (any thread)."""
 
     def __init__(self, engine: Any) -> None:
         self._lock = threading.Lock()
         self.counts = {"statements": 0, "commits": 0, "rollbacks": 0}
-        event.listen(engine, "after_cursor_execute", self._bump("statements"))
+        _CountingCursor.counter = self
+        event.listen(engine, "checkout", self._use_counting_cursor)
         event.listen(engine, "commit", self._bump("commits"))
         event.listen(engine, "rollback", self._bump("rollbacks"))
 
+    @staticmethod
+    def _use_counting_cursor(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.cursor_factory = _CountingCursor
+
+    def add(self, key: str, n: int) -> None:
+        """Count ``n`` more of ``key``."""
+        with self._lock:
+            self.counts[key] += n
+
     def _bump(self, key: str) -> Callable[..., None]:
         def bump(*_: Any, **__: Any) -> None:
-            with self._lock:
-                self.counts[key] += 1
+            self.add(key, 1)
 
         return bump
 

@@ -31,6 +31,7 @@ class Worker:
         self._local = threading.local()
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
+        self._heartbeats = Heartbeats(runtime)
 
     # --- the event loop of this process ---------------------------------------------
 
@@ -72,31 +73,9 @@ class Worker:
 
     @contextmanager
     def heartbeat(self, delivery: DeliveryRecord) -> Iterator[None]:
-        """Extend the attempt's lease from a thread while the step runs.
-
-        A thread, not a task of the step's loop: a step that blocks its loop (CPU work, a
-        sync call) must not lose its lease and get run a second time elsewhere."""
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._beat, args=(delivery, stop), name="cw-heartbeat", daemon=True
-        )
-        beat.start()
-        try:
+        """Keep the attempt's lease extended while the step runs (see :class:`Heartbeats`)."""
+        with self._heartbeats.beating(delivery):
             yield
-        finally:
-            stop.set()
-            beat.join(timeout=5)
-
-    def _beat(self, delivery: DeliveryRecord, stop: threading.Event) -> None:
-        runtime = self.runtime
-        store = runtime.store
-        while not stop.wait(runtime.heartbeat_seconds):
-            try:
-                extend = store.extend_lease(delivery.fence, lease_seconds=runtime.lease_seconds)
-                if not asyncio.run(extend):
-                    return  # superseded: the new attempt owns the lease now
-            except Exception:
-                log.exception("heartbeat of delivery %s failed", delivery.delivery_id)
 
     # --- the sweeper -------------------------------------------------------------------
 
@@ -104,11 +83,13 @@ class Worker:
         """Celery signal: a worker process started; start its sweeper."""
         self._local = threading.local()
         self._sweeper = None
+        self._heartbeats = Heartbeats(self.runtime)
         self.start_sweeper()
 
     def stop(self) -> None:
         """Stop this process's sweeper (a worker shutting down, a test ending)."""
         self._stop.set()
+        self._heartbeats.stop()
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
 
@@ -152,3 +133,70 @@ class Worker:
             self.runtime.dispatcher.dispatch(items)
             await store.mark_published([i.delivery_id for i in items])
         return len(items)
+
+
+class Heartbeats:
+    """One thread per worker process that extends the leases of the attempts running in it.
+
+    A thread, not a task of the step's loop: a step that blocks its loop (CPU work, a sync
+    call) must not lose its lease and get run a second time elsewhere. One thread for all
+    of them, started once: a thread started and joined per step would cost every hop.
+    A new attempt's first beat comes within ``heartbeat_seconds``, well inside its lease.
+    """
+
+    def __init__(self, runtime: CeleryRuntime) -> None:
+        self.runtime = runtime
+        self._active: dict[str, DeliveryRecord] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def beating(self, delivery: DeliveryRecord) -> Iterator[None]:
+        """Beat for ``delivery`` until the block ends."""
+        with self._lock:
+            self._active[delivery.delivery_id] = delivery
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()  # beating again after stop(): a test reusing a runtime
+                self._thread = threading.Thread(
+                    target=self._beat_forever, name="cw-heartbeat", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._active.get(delivery.delivery_id) is delivery:
+                    del self._active[delivery.delivery_id]
+
+    def stop(self) -> None:
+        """Stop the thread (a worker shutting down, a test ending)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _beat_forever(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while not self._stop.wait(self.runtime.heartbeat_seconds):
+                with self._lock:
+                    running = list(self._active.values())
+                for delivery in running:
+                    loop.run_until_complete(self._beat(delivery))
+        finally:
+            loop.close()
+
+    async def _beat(self, delivery: DeliveryRecord) -> None:
+        runtime = self.runtime
+        try:
+            kept = await runtime.store.extend_lease(
+                delivery.fence, lease_seconds=runtime.lease_seconds
+            )
+        except Exception:
+            log.exception("heartbeat of delivery %s failed", delivery.delivery_id)
+            return
+        if not kept:
+            # Superseded: the new attempt owns the lease now; stop beating for this one.
+            with self._lock:
+                if self._active.get(delivery.delivery_id) is delivery:
+                    del self._active[delivery.delivery_id]

@@ -81,9 +81,13 @@ class PgHotPath:
     def __init__(self) -> None:
         run_columns = ", ".join(c.name for c in runs.c)
         d = deliveries.name
-        self.select_run_locked = (
-            f"SELECT {run_columns} FROM {runs.name} WHERE run_id = %(p_run_id)s FOR UPDATE"
+        self.select_run = f"SELECT {run_columns} FROM {runs.name} WHERE run_id = %(p_run_id)s"
+        self.select_run_locked = f"{self.select_run} FOR UPDATE"
+        self.select_stream = (
+            f"SELECT run_id, seq, event, created_at FROM {stream.name} "
+            "WHERE run_id = %(p_run_id)s AND seq > %(p_after)s ORDER BY seq"
         )
+        self.select_stream_limited = f"{self.select_stream} LIMIT %(p_limit)s"
         # KEY SHARE, as in SqlDialect.hold_fence: blocks claims, not lease extensions.
         self.hold_fence = (
             f"SELECT run_id, attempt, status FROM {d} WHERE delivery_id = %(p_id)s FOR KEY SHARE"
@@ -163,6 +167,20 @@ class PgHotPath:
             head = fence_cur.fetchone() if fence_id is not None else None
         return found, head
 
+    def read(self, conn: Connection, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        """One read-only statement in autocommit: no BEGIN and no COMMIT to wait for.
+
+        For what callers poll (a run's row, its stream), where one statement sees a
+        consistent snapshot by itself. Nothing may have run on ``conn``'s transaction yet
+        (SQLAlchemy's begin sends nothing: psycopg begins at the first statement).
+        """
+        with _raw(conn) as pg:
+            pg.autocommit = True
+            try:
+                return pg.cursor(row_factory=_row_factory()).execute(sql, params).fetchall()
+            finally:
+                pg.autocommit = False
+
     def commit(self, conn: Connection, statements: Sequence[Statement]) -> None:
         """Send ``statements`` and COMMIT in one round trip.
 
@@ -209,8 +227,10 @@ def _raw(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
         yield pg
     except psycopg.Error as exc:
         broken = pg.broken or pg.closed
-        if broken:
-            # As SQLAlchemy does for a disconnect: the pool must not hand it out again.
+        if broken and not conn.invalidated:
+            # What SQLAlchemy does on a disconnect: this connection is dropped, and the
+            # pool's older ones are replaced on checkout (the server probably restarted).
+            conn.engine.pool._invalidate(conn.connection, exc)
             conn.invalidate(exc)
         raise sa_exc.DBAPIError.instance(
             None, None, exc, psycopg.Error, connection_invalidated=broken

@@ -127,7 +127,12 @@ class SqlRunStore:
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The committed run row (no lock). Raises RunNotFoundError."""
-        row = await self._one(self._q.select_run, {"p_run_id": run_id})
+        params = {"p_run_id": run_id}
+        if self._db.hot is not None:
+            rows = await self._read(self._db.hot.select_run, params)
+            row = rows[0] if rows else None
+        else:
+            row = await self._one(self._q.select_run, params)
         if row is None:
             raise RunNotFoundError(run_id)
         return run_from_row(row)
@@ -282,10 +287,17 @@ class SqlRunStore:
     ) -> list[StreamEntry]:
         """Stream entries with ``seq > after_seq`` in order."""
         params: dict[str, Any] = {"p_run_id": run_id, "p_after": after_seq}
-        stmt = self._q.select_stream
         if limit is not None:
-            stmt, params["p_limit"] = self._q.select_stream_limited, limit
-        rows = await self._all(stmt, params, check_run=run_id)
+            params["p_limit"] = limit
+        hot = self._db.hot
+        if hot is None:
+            stmt = self._q.select_stream if limit is None else self._q.select_stream_limited
+            rows = await self._all(stmt, params, check_run=run_id)
+        else:
+            sql = hot.select_stream if limit is None else hot.select_stream_limited
+            rows = await self._read(sql, params)
+            if not rows:
+                await self.get_run(run_id)  # RunNotFoundError for an unknown run
         return [stream_from_row(row) for row in rows]
 
     async def close(self) -> None:
@@ -307,6 +319,13 @@ class SqlRunStore:
             return await thread.run(fn)
         finally:
             self._threads.release(thread)
+
+    async def _read(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """A polled read on PostgreSQL: one statement in autocommit (see PgHotPath.read)."""
+        hot = self._db.hot
+        assert hot is not None
+
+        return await self._transaction(lambda conn: hot.read(conn, sql, params), write=False)
 
     async def _one(self, stmt: Any, params: dict[str, Any]) -> Any:
         rows = await self._all(stmt, params)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+from _harness import percentile
 from celery import chain
 
 HERE = Path(__file__).parent
@@ -36,7 +37,7 @@ def _drop(name: str) -> None:
 
 def _summary(label: str, seconds: list[float]) -> str:
     ms = sorted(s * 1000 for s in seconds)
-    p95 = ms[int(0.95 * (len(ms) - 1))]
+    p95 = percentile(ms, 0.95)
     return (
         f"{label:<28} median {statistics.median(ms):7.1f} ms  p95 {p95:7.1f}  "
         f"min {ms[0]:7.1f}  max {ms[-1]:7.1f}  (n={len(ms)})"

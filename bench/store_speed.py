@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from _harness import percentile
+
 from celery_workflows.store.base import NewRun, RunStore
 from celery_workflows.store.memory import InMemoryRunStore
 from celery_workflows.store.sql import SqlRunStore, upgrade
@@ -136,7 +138,7 @@ def _latency_row(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
         "median_ms": statistics.median(ordered) * 1000,
-        "p95_ms": ordered[int(len(ordered) * 0.95) - 1] * 1000,
+        "p95_ms": percentile(ordered, 0.95) * 1000,
     }
 
 

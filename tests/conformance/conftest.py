@@ -62,12 +62,7 @@ CELERY_DIFFERENCES: dict[str, str] = {
             "test_typed_state_edit_state_yields_the_model",
         )
     },
-    "test_ctx_round_trip_with_the_pickle_serializer_keeps_state": (
-        "a persisted run keeps only JSON state: a set is refused with its key path"
-    ),
-    "test_typed_state_set_does_not_validate_the_value": (
-        "persisted typed state is validated before it is written"
-    ),
+    **JSON_STORE_DIFFERENCES,
     "test_num_concurrent_runs_queues_runs_beyond_the_limit": (
         "num_concurrent_runs is not enforced by the Celery runtime yet"
     ),
@@ -142,11 +137,6 @@ def load_impl(pkg: str) -> SimpleNamespace:
     )
 
 
-def impl_or_skip(pkg: str) -> SimpleNamespace:
-    """Return the namespace of ``pkg`` (both packages must import: a failure is an error)."""
-    return load_impl(pkg)
-
-
 @pytest.fixture(
     params=[
         pytest.param(pkg, marks=pytest.mark.upstream) if pkg == REFERENCE else pkg
@@ -160,7 +150,7 @@ def impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SimpleNames
         yield from _on_celery(request)
         return
     if request.param != "celery_workflows-sqlite":
-        yield impl_or_skip(request.param)
+        yield load_impl(request.param)
         return
     name = request.node.originalname
     if name in JSON_STORE_DIFFERENCES:
@@ -168,7 +158,7 @@ def impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SimpleNames
     if name in SQLITE_TIMING:
         request.applymarker(pytest.mark.xfail(reason=SQLITE_TIMING[name], strict=False))
     with embedded_sqlite_default(tmp_path):
-        yield impl_or_skip("celery_workflows")
+        yield load_impl("celery_workflows")
 
 
 def _on_celery(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
@@ -182,7 +172,7 @@ def _on_celery(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
     runtime = request.getfixturevalue("inthread_celery_runtime")
     local.default_runtime_override = runtime
     try:
-        yield impl_or_skip("celery_workflows")
+        yield load_impl("celery_workflows")
     finally:
         local.default_runtime_override = None
 
@@ -250,4 +240,4 @@ def drain(bounded: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[lis
 @pytest.fixture
 def get_impl() -> Callable[[str], SimpleNamespace]:
     """``get_impl("workflows")``: one named implementation, for tests that need both."""
-    return impl_or_skip
+    return load_impl

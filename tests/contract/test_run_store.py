@@ -259,7 +259,7 @@ async def test_a_cancelled_waiter_does_not_keep_the_run_locked(
             pytest.fail("the cancelled waiter must not get the lock")
 
     held = asyncio.create_task(holder())
-    await holding.wait()
+    await asyncio.wait_for(holding.wait(), WAIT)
     waiting = asyncio.create_task(waiter())
     await asyncio.sleep(0.05)
     waiting.cancel()

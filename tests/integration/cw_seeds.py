@@ -1,7 +1,10 @@
 """The seed documentation samples as a worker-importable module, for the Celery runtime.
 
-Each class is the seed's code with its import lines changed; the workflows get the
-integration project's runtime (``cw_proj``). Samples that are in-process by nature (a
+Each class is a seed's step code with its import lines changed, under a distinct class
+name (one module holds several pages' ``MyWorkflow``), comments dropped and, where a
+page shows a bare step method, the class around it added; the workflows get the
+integration project's runtime (``cw_proj``). The page texts themselves run in-process
+in ``tests/examples``. Samples that are in-process by nature (a
 counter kept on the workflow instance, seed 004's first sample) are not here: on Celery
 that instance lives in each worker process.
 """
@@ -16,7 +19,7 @@ from pydantic import BaseModel, Field, field_serializer, field_validator
 from celery_workflows import Context, Workflow, step
 from celery_workflows.events import Event, StartEvent, StopEvent
 
-# --- seed 001/003 "Managing State": get/set ---------------------------------------------
+# --- seed 003 "Managing State": get/set -------------------------------------------------
 
 
 class GetSetWorkflow(Workflow):
@@ -41,7 +44,7 @@ class LockingWorkflow(Workflow):
         return StopEvent(result=result)
 
 
-# --- seed 001/003 "Adding Typed State" ------------------------------------------------------
+# --- seed 003 "Adding Typed State" ----------------------------------------------------------
 
 
 class CounterState(BaseModel):

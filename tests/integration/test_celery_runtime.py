@@ -21,6 +21,28 @@ def proj() -> Any:
     return cw_proj
 
 
+async def wait_for_status(p: Any, run_id: str, status: str, timeout: float = 30.0) -> None:
+    """Poll the run row until ``status`` (AssertionError after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while (seen := p.runtime.get_run(run_id).status) != status:
+        assert time.monotonic() < deadline, f"run {run_id} still {seen!r}, not {status!r}"
+        await asyncio.sleep(0.05)
+
+
+async def collect(stream: Any, timeout: float = 60.0, until: type | None = None) -> list[Any]:
+    """The stream's events (up to the first ``until`` event), bounded by ``timeout``."""
+
+    async def read() -> list[Any]:
+        seen = []
+        async for event in stream:
+            seen.append(event)
+            if until is not None and isinstance(event, until):
+                break
+        return seen
+
+    return await asyncio.wait_for(read(), timeout)
+
+
 def test_a_run_started_from_sync_code_finishes_on_a_worker(workers: WorkerGroup) -> None:
     p = proj()
     workers.start("w1")
@@ -46,7 +68,7 @@ async def test_parallel_steps_on_two_workers_keep_every_edit(workers: WorkerGrou
     workers.start("w1")
     workers.start("w2")
     handler = p.fan_out.run(n=20)
-    progress = [ev async for ev in handler.stream_events()]
+    progress = await collect(handler.stream_events(), 90)
     result = await asyncio.wait_for(handler, 90)
     assert result == {"count": 20, "total": sum(range(20))}, workers.log_tail()
     assert await handler.ctx.store.get("edits") == 20
@@ -62,14 +84,9 @@ async def test_a_waiting_run_holds_no_worker_and_resumes_from_another_process(
 
     workers.start("w1", concurrency=1)
     handler = p.ask.run()
-    async for event in handler.stream_events():
-        if isinstance(event, InputRequiredEvent):
-            break
-    for _ in range(100):
-        if p.runtime.get_run(handler.run_id).status == "waiting":
-            break
-        await asyncio.sleep(0.05)
-    assert p.runtime.get_run(handler.run_id).status == "waiting"
+    seen = await collect(handler.stream_events(), until=InputRequiredEvent)
+    assert isinstance(seen[-1], InputRequiredEvent), workers.log_tail()
+    await wait_for_status(p, handler.run_id, "waiting")
     # The single worker process is free: another run completes meanwhile.
     assert await asyncio.wait_for(p.counter.run(), 60) == 1
     again = p.runtime.get_handler(handler.run_id)
@@ -93,10 +110,7 @@ async def test_cancel_run_ends_a_waiting_run(workers: WorkerGroup) -> None:
 
     workers.start("w1")
     handler = p.ask.run()
-    for _ in range(200):
-        if p.runtime.get_run(handler.run_id).status == "waiting":
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_status(p, handler.run_id, "waiting")
     await handler.cancel_run()
     with pytest.raises(WorkflowCancelledByUser):
         await asyncio.wait_for(handler, 30)

@@ -164,10 +164,6 @@ async def test_a_value_that_is_not_json_is_refused_naming_its_key_path(
     assert await handler.ctx.store.get("a", default=None) is None
 
 
-class Secret(Event):
-    value: int
-
-
 async def test_an_event_payload_naming_an_unregistered_type_fails_the_run_naming_it(
     sql_store: SqlRunStore,
 ) -> None:

@@ -32,13 +32,6 @@ JOIN_TIMEOUT_S = 120.0
 RUN_ID = "run-lost-update"
 
 
-class _Txn(Protocol):
-    @property
-    def run(self) -> Any: ...
-
-    def set_state(self, state: Any) -> None: ...
-
-
 class _Lockable(Protocol):
     def locked(self, run_id: str) -> Any: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,10 +135,6 @@ def test_a_snapshot_of_an_unknown_version_is_refused() -> None:
     assert "version 99" in str(info.value)
 
 
-class Typed(Event):
-    n: int
-
-
 class Counting(Workflow):
     @step
     async def work(self, ctx: Context, ev: StartEvent) -> StopEvent:
@@ -167,9 +164,14 @@ async def test_a_delivery_of_an_unregistered_workflow_fails_its_run_and_the_work
     assert "ThreeEdits" in run.error["message"]
 
 
-async def test_a_message_for_an_unknown_delivery_is_dropped() -> None:
-    engine, _, _ = make_engine(lease=10)
-    await engine.execute("no-such-run:no-such-delivery")  # logs, does not raise
+async def test_a_message_for_an_unknown_delivery_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine, recorder, _ = make_engine(lease=10)
+    with caplog.at_level(logging.WARNING, logger="celery_workflows.engine"):
+        await engine.execute("no-such-run:no-such-delivery")  # logs, does not raise
+    assert "no-such-run:no-such-delivery" in caplog.text and "no such delivery" in caplog.text
+    assert recorder.sent == []
 
 
 class Ping(Event):

@@ -4,7 +4,7 @@ On a local PostgreSQL a transaction costs round trips more than server time, and
 SQLAlchemy sends each statement, BEGIN and COMMIT as a round trip of its own. Here the
 statements whose results are not needed in between are queued in one pipeline:
 
-- a claim (lock the delivery row, update it, commit) is one round trip;
+- a claim (lock the delivery row, read it, update it, commit) is one round trip;
 - a locked transaction opens with one (BEGIN, the run row ``FOR UPDATE``, the fence);
 - its buffered writes and COMMIT are one more.
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg.rows import RowFactory, namedtuple_row
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Column, Connection, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
@@ -67,9 +67,11 @@ def _utc_rows(cursor: psycopg.Cursor[Any]) -> Any:
 
 
 class Claimed(NamedTuple):
-    """What the pipelined claim saw: whether the delivery exists, and the claimed row."""
+    """What the pipelined claim saw: the delivery as read under its locks, with
+    ``run_status`` and ``live_running`` (None: no such delivery), and the claimed row
+    (None: it was not claimable)."""
 
-    exists: bool
+    facts: Any
     row: Any
 
 
@@ -122,8 +124,20 @@ class PgHotPath:
             "SELECT pg_advisory_xact_lock(hashtextextended("
             f"'cw-claim:' || run_id || ':' || step, 0)) {lock}"
         )
-        # The claim_outcome() == "claimed" rule in one statement; it runs after the locks
-        # are held, so under READ COMMITTED it reads what the lock holders committed.
+        # Both statements below run after the locks are held, so under READ COMMITTED
+        # they read what the lock holders committed.
+        live_running = (
+            f"(SELECT count(*) FROM {d} AS o WHERE o.run_id = d.run_id AND o.step = d.step "
+            "AND o.status = 'running' AND o.delivery_id <> d.delivery_id "
+            "AND o.lease_expires_at >= %(p_now)s)"
+        )
+        columns = ", ".join(f"d.{c.name}" for c in deliveries.c)
+        self.claim_facts = (
+            f"SELECT {columns}, r.status AS run_status, {live_running} AS live_running "
+            f"FROM {d} AS d JOIN {runs.name} AS r ON r.run_id = d.run_id "
+            "WHERE d.delivery_id = %(p_id)s"
+        )
+        # The claim_outcome() == "claimed" rule in one statement.
         self.claim_update = (
             f"UPDATE {d} AS d SET status = 'running', attempt = d.attempt + 1, "
             "lease_expires_at = %(p_lease)s, updated_at = %(p_now)s "
@@ -132,19 +146,16 @@ class PgHotPath:
             "AND ((d.status = 'pending' AND (d.not_before IS NULL OR d.not_before <= %(p_now)s))"
             " OR (d.status = 'running' AND (d.lease_expires_at IS NULL"
             " OR d.lease_expires_at < %(p_now)s))) "
-            "AND (%(p_max)s::INTEGER IS NULL OR ("
-            f"SELECT count(*) FROM {d} AS o WHERE o.run_id = d.run_id AND o.step = d.step "
-            "AND o.status = 'running' AND o.delivery_id <> d.delivery_id "
-            "AND o.lease_expires_at >= %(p_now)s) < %(p_max)s::INTEGER) "
-            "RETURNING " + ", ".join(f"d.{c.name}" for c in deliveries.c)
+            f"AND (%(p_max)s::INTEGER IS NULL OR {live_running} < %(p_max)s::INTEGER) "
+            f"RETURNING {columns}"
         )
 
     def update_run(self, columns: Sequence[str]) -> str:
-        """``UPDATE cw_runs`` setting ``columns`` (one text per column set, cached)."""
+        """``UPDATE cw_runs`` setting ``columns`` from ``p_<column>`` (cached per set)."""
         key = tuple(columns)
         sql = self._run_updates.get(key)
         if sql is None:
-            sets = ", ".join(f"{name} = %({name})s{_cast(runs.c[name])}" for name in key)
+            sets = ", ".join(f"{name} = %(p_{name})s{_cast(runs.c[name])}" for name in key)
             sql = f"UPDATE {runs.name} SET {sets} WHERE run_id = %(p_run_id)s"
             self._run_updates[key] = sql
         return sql
@@ -157,8 +168,8 @@ class PgHotPath:
         Returns the run row (None: no such run) and the delivery's head row.
         """
         with _raw(conn) as pg:
-            run_cur = pg.cursor(row_factory=_row_factory())
-            fence_cur = pg.cursor(row_factory=_row_factory())
+            run_cur = pg.cursor(row_factory=_utc_rows)
+            fence_cur = pg.cursor(row_factory=_utc_rows)
             with pg.pipeline():
                 run_cur.execute(self.select_run_locked, {"p_run_id": run_id})
                 if fence_id is not None:
@@ -177,7 +188,7 @@ class PgHotPath:
         with _raw(conn) as pg:
             pg.autocommit = True
             try:
-                return pg.cursor(row_factory=_row_factory()).execute(sql, params).fetchall()
+                return pg.cursor(row_factory=_utc_rows).execute(sql, params).fetchall()
             finally:
                 pg.autocommit = False
 
@@ -199,24 +210,20 @@ class PgHotPath:
                 pg.commit()
 
     def claim(self, conn: Connection, params: Mapping[str, Any], *, serialize: bool) -> Claimed:
-        """Lock, claim if claimable, and commit: one round trip.
+        """Lock, read, claim if claimable, and commit: one round trip.
 
-        ``row`` is None when the delivery was not claimable; the caller then works out
-        why with the ordinary claim transaction.
+        The read tells the caller why a delivery was not claimed, with no second
+        transaction.
         """
         with _raw(conn) as pg:
-            lock_cur = pg.cursor()
-            claim_cur = pg.cursor(row_factory=_row_factory())
+            facts_cur = pg.cursor(row_factory=_utc_rows)
+            claim_cur = pg.cursor(row_factory=_utc_rows)
             with pg.pipeline():
-                lock_cur.execute(self.claim_lock_step if serialize else self.claim_lock, params)
+                pg.execute(self.claim_lock_step if serialize else self.claim_lock, params)
+                facts_cur.execute(self.claim_facts, params)
                 claim_cur.execute(self.claim_update, params)
                 pg.commit()
-            exists = lock_cur.fetchone() is not None
-            return Claimed(exists, claim_cur.fetchone())
-
-
-def _row_factory() -> RowFactory[Any]:
-    return _utc_rows
+            return Claimed(facts_cur.fetchone(), claim_cur.fetchone())
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, Executable, RootTransaction, Row
 
@@ -28,7 +28,6 @@ from celery_workflows.store.base import (
 )
 from celery_workflows.store.sql._codec import EncodedJson, encode
 from celery_workflows.store.sql._db import Database
-from celery_workflows.store.sql._pg import PgHotPath, Statement
 from celery_workflows.store.sql._threads import TxnThread
 from celery_workflows.store.sql.queries import delivery_from_row, run_from_row
 
@@ -36,6 +35,8 @@ __all__ = ["SqlRunTxn", "delivery_rows"]
 
 _FencedOp = tuple[Literal["finish", "reschedule"], Fence, dict[str, Any]]
 _Op = tuple[Literal["add"], list[dict[str, Any]]] | _FencedOp
+#: A statement, its parameters (a list: once per item), and the fence it must not miss.
+_Write = tuple[Any, Any, Fence | None]
 
 
 class SqlRunTxn:
@@ -271,54 +272,52 @@ class SqlRunTxn:
         ):
             # Every fenced write is on a row this txn holds: none can miss, so no result
             # needs looking at and the writes go in one round trip with the COMMIT.
-            hot.commit(conn, self._statements(hot, now))
+            hot.commit(conn, [(sql, params) for sql, params, _ in self._writes(hot, now)])
             return
-        q = self._q
-        if self._journal:
-            conn.execute(q.insert_journal, [row for row, _ in self._journal.values()])
-        for op in self._ops:
-            if op[0] == "add":
-                conn.execute(q.insert_deliveries, op[1])
-            else:
-                self._flush_fenced(conn, op, now)
-        if self._stream:
-            conn.execute(q.insert_stream, self._stream)
-        if self._values:
-            values = {**self._values, "updated_at": now}
-            conn.execute(q.update_run(values), {"p_run_id": self._run_id})
-        if self._terminal:
-            conn.execute(q.cancel_open_deliveries, {"p_run_id": self._run_id, "p_now": now})
+        for stmt, params, fence in self._writes(self._q, now):
+            result = conn.execute(stmt, params)
+            if fence is not None and result.rowcount != 1:
+                # A claim superseded the attempt after the call-time check (possible
+                # only for a fence other than the one the block was opened with).
+                raise FencedOutError(fence.delivery_id, fence.attempt, None, "changed")
 
-    def _statements(self, hot: PgHotPath, now: datetime) -> list[Statement]:
-        """What :meth:`_flush` executes, in its order, as PostgreSQL text."""
-        out: list[Statement] = []
+    def _writes(self, stmts: _Statements, now: datetime) -> list[_Write]:
+        """The buffered writes in commit order, as ``stmts``' statements (SQLAlchemy's
+        or the PostgreSQL hot path's), each with its fence if it has one."""
+        out: list[_Write] = []
         if self._journal:
-            out.append((hot.insert_journal, [row for row, _ in self._journal.values()]))
+            out.append((stmts.insert_journal, [row for row, _ in self._journal.values()], None))
         for op in self._ops:
             if op[0] == "add":
-                out.append((hot.insert_deliveries, op[1]))
-            else:
-                kind, fence, params = op
-                sql = hot.finish_delivery if kind == "finish" else hot.reschedule_delivery
-                where = {"p_id": fence.delivery_id, "p_attempt": fence.attempt, "p_now": now}
-                out.append((sql, {**params, **where}))
+                out.append((stmts.insert_deliveries, op[1], None))
+                continue
+            kind, fence, params = op
+            stmt = stmts.finish_delivery if kind == "finish" else stmts.reschedule_delivery
+            where = {"p_id": fence.delivery_id, "p_attempt": fence.attempt, "p_now": now}
+            out.append((stmt, {**params, **where}, fence))
         if self._stream:
-            out.append((hot.insert_stream, self._stream))
+            out.append((stmts.insert_stream, self._stream, None))
         if self._values:
             values = {**self._values, "updated_at": now}
-            out.append((hot.update_run(list(values)), {**values, "p_run_id": self._run_id}))
+            params = {f"p_{name}": value for name, value in values.items()}
+            out.append((stmts.update_run(list(values)), {**params, "p_run_id": self._run_id}, None))
         if self._terminal:
-            out.append((hot.cancel_open_deliveries, {"p_run_id": self._run_id, "p_now": now}))
+            params = {"p_run_id": self._run_id, "p_now": now}
+            out.append((stmts.cancel_open_deliveries, params, None))
         return out
 
-    def _flush_fenced(self, conn: Connection, op: _FencedOp, now: datetime) -> None:
-        kind, fence, params = op
-        stmt = self._q.finish_delivery if kind == "finish" else self._q.reschedule_delivery
-        where = {"p_id": fence.delivery_id, "p_attempt": fence.attempt, "p_now": now}
-        if conn.execute(stmt, {**params, **where}).rowcount != 1:
-            # A claim superseded the attempt after the call-time check (possible only for
-            # a fence other than the one the block was opened with).
-            raise FencedOutError(fence.delivery_id, fence.attempt, None, "changed")
+
+class _Statements(Protocol):
+    """The write statements, by the same names in ``Queries`` and ``PgHotPath``."""
+
+    insert_journal: Any
+    insert_deliveries: Any
+    finish_delivery: Any
+    reschedule_delivery: Any
+    insert_stream: Any
+    cancel_open_deliveries: Any
+
+    def update_run(self, columns: Sequence[str]) -> Any: ...
 
 
 def delivery_rows(

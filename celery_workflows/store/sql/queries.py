@@ -6,6 +6,7 @@ Row-to-record conversion lives here too, next to the columns it reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,7 @@ class Queries:
         )
         self._init_deliveries(dialect)
         self._init_journal_and_stream(dialect)
+        self._run_updates: dict[tuple[str, ...], Update] = {}
 
     def _init_deliveries(self, dialect: SqlDialect) -> None:
         by_id = _d.delivery_id == bindparam("p_id")
@@ -152,10 +154,19 @@ class Queries:
             stream.c.dedupe_key == bindparam("p_key"),
         )
 
-    @staticmethod
-    def update_run(values: dict[str, Any]) -> Update:
-        """Set ``values`` on the run ``p_run_id`` (the set of columns varies per txn)."""
-        return update(runs).where(_r.run_id == bindparam("p_run_id")).values(**values)
+    def update_run(self, columns: Sequence[str]) -> Update:
+        """Set ``columns`` (from parameters ``p_<column>``) on the run ``p_run_id``.
+
+        The set of columns varies per transaction; one statement per set is kept, so
+        SQLAlchemy's compiled cache serves it.
+        """
+        key = tuple(columns)
+        stmt = self._run_updates.get(key)
+        if stmt is None:
+            values = {c: bindparam(f"p_{c}", type_=runs.c[c].type) for c in key}
+            stmt = update(runs).where(_r.run_id == bindparam("p_run_id")).values(values)
+            self._run_updates[key] = stmt
+        return stmt
 
     @staticmethod
     def delete_all() -> list[Delete]:

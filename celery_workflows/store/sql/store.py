@@ -173,28 +173,29 @@ class SqlRunStore:
         SQLite every writer waits for every other: the lock is the database's.)
         """
         lease = timedelta(seconds=lease_seconds)
-        if self._db.hot is not None:
-            fast = await self._transaction(
-                lambda conn: self._pipelined_claim(conn, delivery_id, lease, max_running),
-                write=True,
-            )
-            if fast is not None:
-                return fast
+        claim = self._pipelined_claim if self._db.hot is not None else self._claim_txn
         return await self._transaction(
-            lambda conn: self._claim_txn(conn, delivery_id, lease, max_running), write=True
+            lambda conn: claim(conn, delivery_id, lease, max_running), write=True
         )
 
     def _pipelined_claim(
         self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None
-    ) -> Claim | None:
-        """The common case in one round trip; None: not claimable, ask ``_claim_txn`` why."""
+    ) -> Claim:
+        """``_claim_txn`` in one round trip (PostgreSQL)."""
         assert self._db.hot is not None
         now = self._db.clock()
         params = {"p_id": delivery_id, "p_now": now, "p_lease": now + lease, "p_max": max_running}
         found = self._db.hot.claim(conn, params, serialize=max_running is not None)
-        if not found.exists:
+        if found.row is not None:
+            return Claim("claimed", delivery_from_row(found.row))
+        if found.facts is None:
             return Claim("missing")
-        return None if found.row is None else Claim("claimed", delivery_from_row(found.row))
+        delivery = delivery_from_row(found.facts)
+        finished = found.facts.run_status in TERMINAL_RUN_STATUSES
+        outcome = claim_outcome(delivery, finished, now, found.facts.live_running, max_running)
+        # Claimable when read but not when updated: the run finished or another claim
+        # took the last slot in between. Busy makes the engine ask again shortly.
+        return Claim("busy" if outcome == "claimed" else outcome, delivery)
 
     def _claim_txn(
         self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None

@@ -102,7 +102,8 @@ class CeleryRuntime(BaseRuntime):
         self.max_event_bytes = max_event_bytes
         self.create_schema = create_schema
         self.dispatcher = CeleryDispatcher(app)
-        self._workflows: list[Workflow] = []
+        #: The workflow registered last under each name (what a new process registers).
+        self._workflows: dict[str, Workflow] = {}
         self._pid: int | None = None
         self._store: SqlRunStore | None = None
         self._engine: Engine | None = None
@@ -128,7 +129,7 @@ class CeleryRuntime(BaseRuntime):
                 engine.max_crashes = self.max_crashes
                 engine.max_event_bytes = self.max_event_bytes
                 engine.listeners.append(self)
-                for workflow in self._workflows:
+                for workflow in self._workflows.values():
                     engine.register(workflow)
                 self._engine, self._pid = engine, os.getpid()
             return self._engine
@@ -148,33 +149,36 @@ class CeleryRuntime(BaseRuntime):
     # --- workflows -----------------------------------------------------------------------
 
     def binding(self, workflow: Workflow) -> Binding:
-        """Register ``workflow``: bind it and make one Celery task per step."""
-        if workflow not in self._workflows:
-            self._workflows.append(workflow)
-            for name, spec in workflow._step_specs().items():
-                self._register_task(workflow.workflow_name, name, spec.num_workers)
-            binding = self.engine.register(workflow)
-            for hook in self.on_register:
-                hook()
-            return binding
+        """The binding of ``workflow``; the first use registers it and makes one Celery
+        task per step."""
         found = self.engine.bindings.get(workflow.workflow_name)
-        return found if found is not None else self.engine.register(workflow)
+        if found is not None and found.workflow is workflow:
+            return found
+        self._workflows[workflow.workflow_name] = workflow
+        for step in workflow._step_specs():
+            self._register_task(workflow.workflow_name, step)
+        binding = self.engine.register(workflow)
+        for hook in self.on_register:
+            hook()
+        return binding
 
-    def _register_task(self, workflow_name: str, step: str, num_workers: int) -> None:
+    def _register_task(self, workflow_name: str, step: str) -> None:
         # A workflow registered again under the same name (a new instance, a class
-        # redefined) keeps its tasks: the task body looks the step up by name anyway.
+        # redefined) keeps its tasks: the task body looks the step up when it runs.
         name = task_name(workflow_name, step)
         if name in self.app.tasks:
             return
         self.app.task(name=name, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
-            self._step_body(workflow_name, num_workers)
+            self._step_body(workflow_name, step)
         )
 
-    def _step_body(self, workflow_name: str, num_workers: int) -> Any:
-        worker = self.worker
-
+    def _step_body(self, workflow_name: str, step: str) -> Any:
         def run_step(delivery_id: Any) -> None:
-            worker.step_task(delivery_id, max_running=num_workers, workflow_name=workflow_name)
+            # num_workers of the binding this process runs (not of the first registered).
+            binding = self.engine.bindings.get(workflow_name)
+            spec = binding.specs.get(step) if binding is not None else None
+            max_running = spec.num_workers if spec is not None else None
+            self.worker.step_task(delivery_id, max_running=max_running, workflow_name=workflow_name)
 
         return run_step
 

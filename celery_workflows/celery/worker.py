@@ -97,6 +97,7 @@ class Worker:
         """Start this process's sweeper thread once."""
         if self._sweeper is not None and self._sweeper.is_alive():
             return
+        self._stop.clear()  # sweeping again after stop(): a test reusing a runtime
         self._sweeper = threading.Thread(target=self._sweep_forever, name="cw-sweeper", daemon=True)
         self._sweeper.start()
 

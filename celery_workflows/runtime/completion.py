@@ -31,13 +31,13 @@ from .routing import Output, child_id
 from .step_context import Invocation, StepSuspended
 
 
-def step_state(delivery: DeliveryRecord, state: StepState) -> StepStateChanged:
-    """The internal event that says a step started or stopped."""
+def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> StepStateChanged:
+    """The internal event that says a step started or stopped on ``event``."""
     return StepStateChanged(
         name=delivery.step,
         step_state=state,
         worker_id=delivery.delivery_id,
-        input_event_name=type(delivery.event).__name__,
+        input_event_name=type(event).__name__,
     )
 
 
@@ -133,37 +133,41 @@ class Completer:
         self, binding: Binding, delivery: DeliveryRecord, spec: StepSpec, outcome: Outcome
     ) -> None:
         """Commit ``outcome`` of ``delivery``."""
-        if outcome.suspended is not None:
-            await self._commit(binding, delivery, outcome.invocation.sent, outcome.suspended)
-            return
         if outcome.error is None:
             try:
-                outputs = [
-                    *outcome.invocation.sent,
-                    *returned_outputs(outcome.invocation, outcome.result),
-                ]
+                await self._commit_success(binding, delivery, outcome)
+                return
             except WorkflowRuntimeError as exc:
                 outcome.error = exc
-            else:
-                try:
-                    await self._commit(binding, delivery, outputs, None, outcome.result)
-                    return
-                except (InvalidMessageError, StateValidationError) as exc:
-                    # An output that cannot be stored (too large, not JSON): the step
-                    # fails with that reason; nothing of the transaction was written.
-                    outcome.error = InvalidMessageError(
-                        f"run {delivery.run_id!r} step {delivery.step!r}: {exc}"
-                    )
+            except (InvalidMessageError, StateValidationError) as exc:
+                # An output that cannot be stored (too large, not JSON), whether returned,
+                # sent or the event a wait asks for: the step fails with that reason;
+                # nothing of the transaction was written.
+                outcome.error = InvalidMessageError(
+                    f"run {delivery.run_id!r} step {delivery.step!r}: {exc}"
+                )
         await self._failed(binding, delivery, spec, outcome.error)
+
+    async def _commit_success(
+        self, binding: Binding, delivery: DeliveryRecord, outcome: Outcome
+    ) -> None:
+        """Commit a suspension or the returned events (WorkflowRuntimeError: bad return)."""
+        inv = outcome.invocation
+        if outcome.suspended is not None:
+            await self._commit(binding, inv, inv.sent, outcome.suspended)
+            return
+        outputs = [*inv.sent, *returned_outputs(inv, outcome.result)]
+        await self._commit(binding, inv, outputs, None, outcome.result)
 
     async def _commit(
         self,
         binding: Binding,
-        delivery: DeliveryRecord,
+        inv: Invocation,
         outputs: list[Output],
         suspended: StepSuspended | None,
         outcome_result: Any = None,
     ) -> None:
+        delivery = inv.delivery
         codec = binding.codec
         stop = next((o.event for o in outputs if isinstance(o.event, StopEvent)), None)
         rest = [o for o in outputs if not isinstance(o.event, StopEvent)]
@@ -183,7 +187,7 @@ class Completer:
                 routed.deliveries.append(_timeout_delivery(delivery, suspended.waiter))
             if self.engine.step_events:
                 await txn.append_stream(
-                    codec.encode_event(step_state(delivery, StepState.NOT_RUNNING)),
+                    codec.encode_event(step_state(delivery, StepState.NOT_RUNNING, inv.event)),
                     f"{delivery.delivery_id}:a{delivery.attempt}:stopped",
                 )
             txn.add_deliveries(routed.deliveries)

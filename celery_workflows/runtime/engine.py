@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -281,7 +281,7 @@ class Engine:
         if self.step_events:
             # In the background: the stream append takes the run lock, and the step must
             # not wait for another step's open edit_state() just to say it started.
-            running = step_state(delivery, StepState.RUNNING)
+            running = step_state(delivery, StepState.RUNNING, event)
             started = asyncio.ensure_future(
                 self.append_stream(binding, delivery.run_id, running, None)
             )
@@ -320,7 +320,7 @@ class Engine:
         spec = binding.specs[delivery.step]
         collected: dict[int, list[Event] | None] = {}
         for _ in range(self.max_collect_rounds):
-            inv = Invocation(self, binding, delivery, spec, collected=dict(collected))
+            inv = Invocation(self, binding, delivery, spec, event, collected=dict(collected))
             ctx: Context[Any] = Context._for_step(binding.workflow, inv)
             try:
                 result = await call_step(inv, ctx, event)
@@ -393,28 +393,38 @@ class Engine:
 
     async def cancel(self, binding: Binding, run_id: str) -> bool:
         """Cancel a run: stream WorkflowCancelledEvent, status cancelled."""
-        return await self._halt(
-            binding, run_id, WorkflowCancelledEvent(), "cancelled", {"kind": "cancelled"}
-        )
+
+        async def ending(_: RunTxn) -> tuple[Event, dict[str, Any]]:
+            return WorkflowCancelledEvent(), {"kind": "cancelled"}
+
+        return await self._halt(binding, run_id, ending, "cancelled")
 
     async def expire(self, binding: Binding, run_id: str, timeout: float) -> bool:
         """Fail a run that outlived its timeout, like upstream (WorkflowTimeoutError)."""
-        async with self.store.locked(run_id) as txn:
-            active = sorted({d.step for d in await txn.open_deliveries() if d.status == "running"})
-        info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
-        error = {
-            "kind": "timeout",
-            "message": f"Operation timed out after {timeout} seconds. {info}",
-        }
-        event = WorkflowTimedOutEvent(timeout=timeout, active_steps=active)
-        return await self._halt(binding, run_id, event, "failed", error)
+
+        async def ending(txn: RunTxn) -> tuple[Event, dict[str, Any]]:
+            open_now = await txn.open_deliveries()
+            active = sorted({d.step for d in open_now if d.status == "running"})
+            info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
+            message = f"Operation timed out after {timeout} seconds. {info}"
+            event = WorkflowTimedOutEvent(timeout=timeout, active_steps=active)
+            return event, {"kind": "timeout", "message": message}
+
+        return await self._halt(binding, run_id, ending, "failed")
 
     async def _halt(
-        self, binding: Binding, run_id: str, event: Event, status: Any, error: dict[str, Any]
+        self,
+        binding: Binding,
+        run_id: str,
+        ending: Callable[[RunTxn], Awaitable[tuple[Event, dict[str, Any]]]],
+        status: Any,
     ) -> bool:
+        """End a still-going run in one locked transaction: the event ``ending`` makes
+        is streamed and the run takes ``status`` with its error."""
         async with self.store.locked(run_id) as txn:
             if txn.run.finished:
                 return False
+            event, error = await ending(txn)
             await txn.append_stream(binding.codec.encode_event(event), f"{run_id}:halt")
             txn.set_status(status, error=error)
         self.notify(run_id, finished=True)

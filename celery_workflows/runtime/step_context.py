@@ -56,6 +56,7 @@ class Invocation:
     binding: Binding
     delivery: DeliveryRecord
     spec: StepSpec
+    event: Event  # the decoded input event
     collected: dict[int, list[Event] | None] = field(default_factory=dict)
     sent: list[Output] = field(default_factory=list)
     pending_writes: list[asyncio.Task[Any]] = field(default_factory=list)

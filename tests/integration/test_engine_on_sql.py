@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from celery_workflows import Context, Workflow, step
 from celery_workflows.context.state_store import DictState
 from celery_workflows.errors import StateValidationError
-from celery_workflows.events import Event, StartEvent, StopEvent
+from celery_workflows.events import Event, InputRequiredEvent, StartEvent, StopEvent
 from celery_workflows.runtime.engine import Dispatch, Engine
 from celery_workflows.runtime.local import LocalRuntime
 from celery_workflows.store.sql import SqlRunStore
@@ -214,3 +214,60 @@ async def test_an_event_over_the_size_limit_fails_its_step_naming_run_step_and_e
     assert "run 'big-1'" in message and "step 'produce'" in message and "event Big" in message
     assert "max_event_bytes" in message
     assert await handler.ctx.store.get("before") == 1
+
+
+class Answer(Event):
+    text: str
+
+
+class AsksWithABigPrompt(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await ctx.store.set("asked", 1)
+        answer = await ctx.wait_for_event(
+            Answer, waiter_event=InputRequiredEvent(prefix="x" * 5000), waiter_id="big"
+        )
+        return StopEvent(result=answer.text)
+
+
+async def test_an_oversize_waiter_event_fails_the_step_instead_of_leaving_it_hanging(
+    sql_store: SqlRunStore,
+) -> None:
+    from celery_workflows.errors import InvalidMessageError
+
+    runtime = LocalRuntime(sql_store)
+    runtime.engine.max_event_bytes = 1000
+    handler = AsksWithABigPrompt(timeout=30, runtime=runtime).run(run_id="big-wait")
+    with pytest.raises(InvalidMessageError) as info:
+        await asyncio.wait_for(handler, 20)
+    message = str(info.value)
+    assert "run 'big-wait'" in message and "step 'ask'" in message
+    assert "max_event_bytes" in message
+    assert (await sql_store.get_run("big-wait")).status == "failed"
+
+
+class Hello(Event):
+    pass
+
+
+class SaysWhatItGot(Workflow):
+    @step
+    async def first(self, ev: StartEvent) -> Hello:
+        return Hello()
+
+    @step
+    async def second(self, ev: Hello) -> StopEvent:
+        return StopEvent(result="ok")
+
+
+async def test_step_state_events_name_the_decoded_input_event(sql_store: SqlRunStore) -> None:
+    from celery_workflows.events import StepStateChanged
+
+    handler = SaysWhatItGot(timeout=30, runtime=LocalRuntime(sql_store)).run()
+    seen = await asyncio.wait_for(_all_events(handler), 20)
+    names = {(e.name, e.input_event_name) for e in seen if isinstance(e, StepStateChanged)}
+    assert names == {("first", "StartEvent"), ("second", "Hello")}
+
+
+async def _all_events(handler: Any) -> list[Event]:
+    return [event async for event in handler.stream_events(expose_internal=True)]

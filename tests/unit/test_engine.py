@@ -12,7 +12,7 @@ import pytest
 from celery_workflows import Context, Workflow, step
 from celery_workflows.context.state_store import DictState
 from celery_workflows.errors import ContextSerdeError, FencedOutError, WorkflowRuntimeError
-from celery_workflows.events import Event, StartEvent, StopEvent
+from celery_workflows.events import Event, InputRequiredEvent, StartEvent, StopEvent
 from celery_workflows.runtime.engine import Dispatch, Engine
 from celery_workflows.runtime.routing import child_id
 from celery_workflows.store.memory import InMemoryRunStore
@@ -202,6 +202,35 @@ class EditThenCollect(Workflow):
 
 async def test_an_edit_before_collect_events_is_applied_once_per_delivery() -> None:
     assert await asyncio.wait_for(EditThenCollect().run(), 5) == 2
+
+
+class Answer(Event):
+    text: str
+
+
+class EditThenWait(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        async with ctx.store.edit_state() as state:
+            state["edits"] = state.get("edits", 0) + 1
+        # The answer re-runs this body from the top (as upstream does); the edit above
+        # belongs to the invocation the wait suspended and must not be applied again.
+        answer = await ctx.wait_for_event(
+            Answer, waiter_event=InputRequiredEvent(prefix="name?"), waiter_id="name"
+        )
+        return StopEvent(result=(await ctx.store.get("edits"), answer.text))
+
+
+async def test_an_edit_before_wait_for_event_is_applied_once() -> None:
+    handler = EditThenWait(timeout=10).run()
+
+    async def answer_when_asked() -> None:
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                handler.ctx.send_event(Answer(text="ada"))
+
+    await asyncio.wait_for(answer_when_asked(), 5)
+    assert tuple(await asyncio.wait_for(handler, 5)) == (1, "ada")
 
 
 async def test_the_in_process_runtime_keeps_no_state_of_finished_runs() -> None:

@@ -1,0 +1,30 @@
+"""The Celery runtime's registration of workflows (no broker, no worker: nothing is sent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import Celery
+
+from celery_workflows import CeleryRuntime, Workflow, step
+from celery_workflows.events import StartEvent, StopEvent
+
+
+class Timed(Workflow):
+    @step(num_workers=2)
+    async def only(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="ok")
+
+
+def test_each_workflow_instance_gets_its_own_binding_and_steps_one_task(tmp_path: Path) -> None:
+    app = Celery("binding-test", broker="memory://", backend="cache+memory://")
+    runtime = CeleryRuntime(app, database_url=f"sqlite:///{tmp_path / 'runs.db'}")
+    instances = [Timed(runtime=runtime, timeout=i + 1) for i in range(3)]
+    for instance in (*instances, instances[0]):
+        binding = runtime.binding(instance)
+        assert binding.workflow is instance
+        assert binding.workflow._timeout == instance._timeout
+    tasks = [name for name in app.tasks if name.startswith("celery_workflows.step:")]
+    assert tasks == [f"celery_workflows.step:{instances[0].workflow_name}.only"]
+    # What a new worker process registers: one workflow per name, not every instance.
+    assert list(runtime._workflows.values()) == [instances[0]]

@@ -168,9 +168,10 @@ class CeleryRuntime(BaseRuntime):
         name = task_name(workflow_name, step)
         if name in self.app.tasks:
             return
-        self.app.task(name=name, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
-            self._step_body(workflow_name, step)
-        )
+        # shared=False: the task is this runtime's (its database, its engine); a shared
+        # task would be added to every Celery app of the process, other runtimes' too.
+        options = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+        self.app.task(name=name, shared=False, **options)(self._step_body(workflow_name, step))
 
     def _step_body(self, workflow_name: str, step: str) -> Any:
         def run_step(delivery_id: Any) -> None:

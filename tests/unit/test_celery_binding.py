@@ -25,6 +25,7 @@ def test_each_workflow_instance_gets_its_own_binding_and_steps_one_task(tmp_path
         assert binding.workflow is instance
         assert binding.workflow._timeout == instance._timeout
     tasks = [name for name in app.tasks if name.startswith("celery_workflows.step:")]
+    # Only this runtime's tasks: step tasks are not shared with other apps of the process.
     assert tasks == [f"celery_workflows.step:{instances[0].workflow_name}.only"]
     # What a new worker process registers: one workflow per name, not every instance.
     assert list(runtime._workflows.values()) == [instances[0]]

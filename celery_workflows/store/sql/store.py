@@ -11,6 +11,7 @@ only keeps coroutines of one loop from each holding a connection while they queu
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -55,7 +56,10 @@ class SqlRunStore:
 
     ``url`` is a SQLAlchemy URL: ``postgresql+psycopg://user:pw@host/db`` or
     ``sqlite:///path/runs.db``. ``create_schema`` migrates the database to the newest
-    schema first (safe with several processes starting at once). ``busy_timeout_s`` is the
+    schema before its first transaction (safe with several processes starting at once).
+    Construction never connects: a process may start while its database is down (a
+    worker booting during a PostgreSQL restart) and migrate on the first call after it
+    is back. ``busy_timeout_s`` is the
     longest wait for a run's lock before StoreUnavailableError. Timestamps come from
     ``clock`` (this process's UTC clock by default), so hosts sharing a database should
     keep their clocks in sync.
@@ -83,8 +87,8 @@ class SqlRunStore:
         self._q = self._db.queries
         self._threads = TxnThreadPool()
         self._local = LocalRunLocks()
-        if create_schema:
-            upgrade(self._db.url)
+        self._schema_pending = create_schema
+        self._schema_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -149,7 +153,7 @@ class SqlRunStore:
             thread = self._threads.acquire()
             txn = SqlRunTxn(self._db, thread, run_id)
             try:
-                await thread.run(lambda: txn.begin(fence))
+                await thread.run(lambda: self._with_schema(lambda: txn.begin(fence)))
                 yield txn
                 await thread.run(txn.commit)
             except BaseException:
@@ -312,7 +316,21 @@ class SqlRunStore:
     # -- plumbing
 
     async def _transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        return await self._run_on_own_thread(lambda: self._db.transaction(fn, write=write))
+        return await self._run_on_own_thread(
+            lambda: self._with_schema(lambda: self._db.transaction(fn, write=write))
+        )
+
+    def _with_schema(self, fn: Callable[[], T]) -> T:
+        """``fn()``, after the migration ``create_schema`` asked for (blocking; once).
+
+        A failed migration (database down) leaves it pending: the next call tries again.
+        """
+        if self._schema_pending:
+            with self._schema_lock:
+                if self._schema_pending:
+                    upgrade(self._db.url)
+                    self._schema_pending = False
+        return fn()
 
     async def _run_on_own_thread(self, fn: Callable[[], T]) -> T:
         thread = self._threads.acquire()

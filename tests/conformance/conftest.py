@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -192,7 +193,7 @@ def inthread_celery_runtime(
 
     from celery_workflows.celery import CeleryRuntime
 
-    broker = redis_url.rsplit("/", 1)[0] + "/7"
+    broker = redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("CW_TEST_CONFORMANCE_REDIS_DB", "7")
     redis.Redis.from_url(broker).flushdb()
     app = Celery("conformance", broker=broker)
     app.conf.broker_connection_retry_on_startup = True

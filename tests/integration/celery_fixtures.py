@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from workers import HERE, WorkerGroup
 
-REDIS_DB = 5
+# Separate Redis databases let two checkouts run their suites side by side.
+REDIS_DB = int(os.environ.get("CW_TEST_CELERY_REDIS_DB", "5"))
 
 
 @pytest.fixture(scope="session")

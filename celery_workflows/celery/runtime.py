@@ -24,6 +24,7 @@ from ..runtime.engine import Engine
 from ..store.base import RunStore
 from ..store.sql import SqlRunStore
 from .dispatch import CeleryDispatcher, task_name
+from .sweeper import Sweeper, sweeper_bootstep
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -111,11 +112,15 @@ class CeleryRuntime(BaseRuntime):
         self._wakeups = Wakeups()
         self._background = set()
         self.worker = Worker(self)
+        self.sweeper = Sweeper(self)
         #: Called after a workflow's step tasks were registered (an already running
         #: in-process worker must learn about them).
         self.on_register: list[Callable[[], None]] = []
         apply_safe_settings(app)
         worker_process_init.connect(self.worker.on_process_init, weak=False)
+        # Every worker of the app sweeps, whatever its pool; a worker built before this
+        # runtime (rare) does not: see the README.
+        app.steps["worker"].add(sweeper_bootstep(self))
 
     # --- per-process store and engine ------------------------------------------------------
 

@@ -13,7 +13,7 @@ never imports or resolves user types.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,6 +120,24 @@ class DeliveryRecord:
     def fence(self) -> Fence:
         """The fence of this (current) attempt."""
         return Fence(self.delivery_id, self.attempt)
+
+
+#: A step of a workflow: ``(workflow_name, step_name)``.
+StepKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A delivery to publish again, with the workflow of its run (for the task name)."""
+
+    delivery: DeliveryRecord
+    workflow_name: str
+
+
+def first_published_at(now: datetime, not_before: datetime | None) -> datetime:
+    """``published_at`` of a new or rescheduled delivery: it is published right after its
+    commit, and a delayed one becomes consumable at ``not_before``."""
+    return not_before if not_before is not None and not_before > now else now
 
 
 @dataclass(frozen=True)
@@ -274,22 +292,32 @@ class RunStore(Protocol):
         """Stream entries with ``seq > after_seq`` in order."""
         ...
 
-    async def due_deliveries(
-        self, *, limit: int = 100, stale_after: float | None = None
-    ) -> list[DeliveryRecord]:
-        """Deliveries that need a (re)publish: pending and due but not published since
-        they became due, or running with an expired lease. With ``stale_after``, also
-        pending ones published and untouched for that many seconds (a lost message).
-        Uses SKIP LOCKED where the database has it so that sweepers do not collide."""
-        ...
-
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still running or waiting past their ``deadline_at`` (the workflow timeout),
         oldest deadline first: the sweeper fails them with WorkflowTimeoutError."""
         ...
 
-    async def mark_published(self, delivery_ids: Sequence[str]) -> None:
-        """Record that messages for these deliveries were handed to the broker."""
+    async def take_due(
+        self,
+        *,
+        stale_after: float,
+        served: Collection[StepKey],
+        idle: Collection[StepKey],
+        limit: int = 200,
+    ) -> list[DueDelivery]:
+        """Deliveries whose message is presumed lost, stamped as published in the same
+        transaction, oldest first; the caller publishes them after this returns.
+
+        - running, lease expired, not published since it expired (nor for ``stale_after``
+          seconds): its attempt died; only steps in ``served`` (the caller's workflows);
+        - pending, published (or due) ``stale_after`` seconds ago or more: only steps in
+          ``idle``, whose queue the caller found empty (a message may still wait in a
+          queue that is not).
+
+        Stamping in the selecting transaction (rows locked, SKIP LOCKED) hands each
+        delivery to one sweeper; where the database allows, one sweeper at a time works
+        and the others get ``[]``.
+        """
         ...
 
     async def close(self) -> None:

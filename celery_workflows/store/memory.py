@@ -2,8 +2,9 @@
 
 It is the store of the in-process engine, so it keeps payloads as the live objects it is
 given (no JSON, no copies) and does no I/O. It is also the reference for the rules every
-store applies: :func:`claim_outcome` and :func:`is_due` are used by the SQL store too, so
-the two cannot drift apart.
+store applies: :func:`claim_outcome` is used by the SQL store too, so the two cannot drift
+apart, and :func:`needs_republish` is the sweeper's rule that the SQL store writes in SQL
+(the contract suite holds the two together).
 
 One store instance belongs to one event loop at a time: its per-run ``asyncio.Lock`` is the
 "row lock", and asyncio locks are neither thread-safe nor shared between loops.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,17 +28,26 @@ from celery_workflows.store.base import (
     ClaimOutcome,
     DeliveryRecord,
     DeliveryStatus,
+    DueDelivery,
     Fence,
     JournalMark,
     NewDelivery,
     NewRun,
     RunRecord,
     RunStatus,
+    StepKey,
     StreamEntry,
+    first_published_at,
     utcnow,
 )
 
-__all__ = ["InMemoryRunStore", "claim_outcome", "is_due", "lease_expired", "new_run_record"]
+__all__ = [
+    "InMemoryRunStore",
+    "claim_outcome",
+    "lease_expired",
+    "needs_republish",
+    "new_run_record",
+]
 
 Clock = Callable[[], datetime]
 
@@ -79,31 +89,24 @@ def lease_expired(delivery: DeliveryRecord, now: datetime) -> bool:
     return delivery.lease_expires_at is None or delivery.lease_expires_at < now
 
 
-def is_due(delivery: DeliveryRecord, now: datetime, stale_before: datetime | None = None) -> bool:
-    """True when the delivery needs a (re)publish (see ``RunStore.due_deliveries``).
+def needs_republish(
+    delivery: DeliveryRecord, now: datetime, stale_before: datetime, *, idle: bool
+) -> bool:
+    """The sweeper's rule (see ``RunStore.take_due``); the SQL store states it in SQL.
 
-    Pending: due (``not_before`` passed) and not published since it became due, i.e. not
-    since its ``not_before`` nor since its last update (a retry puts it back to pending).
-    Running: its lease expired.
+    ``idle``: the delivery's queue is empty, so a pending one's message may be lost.
     """
-    if delivery.status == "running":
-        return lease_expired(delivery, now)
-    if delivery.status != "pending":
-        return False
-    if delivery.not_before is not None and delivery.not_before > now:
-        return False
     published = delivery.published_at
-    return (
-        published is None
-        or published < delivery.updated_at
-        or (delivery.not_before is not None and published < delivery.not_before)
-        # published, but nothing happened for a while: the message may be lost
-        or (
-            stale_before is not None
-            and published < stale_before
-            and delivery.updated_at < stale_before
+    if delivery.status == "running":
+        if not lease_expired(delivery, now):
+            return False
+        expired = delivery.lease_expires_at
+        return (
+            published is None
+            or published < stale_before
+            or (expired is not None and published < expired)
         )
-    )
+    return delivery.status == "pending" and idle and (published is None or published < stale_before)
 
 
 def new_run_record(run: NewRun, now: datetime) -> RunRecord:
@@ -261,21 +264,6 @@ class InMemoryRunStore:
         wanted = set(statuses)
         return [r for r in records if r.status in wanted]
 
-    async def due_deliveries(
-        self, *, limit: int = 100, stale_after: float | None = None
-    ) -> list[DeliveryRecord]:
-        """Open deliveries that need a (re)publish, oldest first."""
-        now = self.clock()
-        stale = now - timedelta(seconds=stale_after) if stale_after is not None else None
-        due: list[DeliveryRecord] = []
-        for delivery_id in self._open:
-            delivery = self._deliveries[delivery_id]
-            if is_due(delivery, now, stale):
-                due.append(delivery)
-                if len(due) >= limit:
-                    break
-        return due
-
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still going past their ``deadline_at``, oldest deadline first."""
         now = self.clock()
@@ -288,13 +276,31 @@ class InMemoryRunStore:
         ]
         return sorted(late, key=lambda r: r.deadline_at or now)[:limit]
 
-    async def mark_published(self, delivery_ids: Sequence[str]) -> None:
-        """Stamp ``published_at`` on the given deliveries (unknown ids are ignored)."""
+    async def take_due(
+        self,
+        *,
+        stale_after: float,
+        served: Collection[StepKey],
+        idle: Collection[StepKey],
+        limit: int = 200,
+    ) -> list[DueDelivery]:
+        """Deliveries to publish again, stamped published (see ``RunStore.take_due``)."""
         now = self.clock()
-        for delivery_id in delivery_ids:
-            delivery = self._deliveries.get(delivery_id)
-            if delivery is not None:
-                self._deliveries[delivery_id] = dataclasses.replace(delivery, published_at=now)
+        stale_before = now - timedelta(seconds=stale_after)
+        served, idle = set(served), set(idle)
+        found: list[tuple[DeliveryRecord, str]] = []
+        for delivery_id in self._open:
+            delivery = self._deliveries[delivery_id]
+            key = (self._runs[delivery.run_id].record.workflow_name, delivery.step)
+            if key in served and needs_republish(delivery, now, stale_before, idle=key in idle):
+                found.append((delivery, key[0]))
+        found.sort(key=lambda pair: pair[0].published_at or stale_before)
+        due = []
+        for delivery, workflow_name in found[:limit]:
+            stamped = dataclasses.replace(delivery, published_at=now)
+            self._deliveries[delivery.delivery_id] = stamped
+            due.append(DueDelivery(stamped, workflow_name))
+        return due
 
     # -- stream
 
@@ -378,7 +384,7 @@ def _new_delivery_record(run_id: str, new: NewDelivery, now: datetime) -> Delive
         error=None,
         not_before=new.not_before,
         lease_expires_at=None,
-        published_at=None,
+        published_at=first_published_at(now, new.not_before),
         created_at=now,
         updated_at=now,
     )
@@ -472,7 +478,12 @@ class _MemoryTxn:
     ) -> None:
         """Put the fenced delivery back to pending, due at ``not_before``."""
         self._fenced_set(
-            fence, status="pending", not_before=not_before, extra=extra, lease_expires_at=None
+            fence,
+            status="pending",
+            not_before=not_before,
+            extra=extra,
+            lease_expires_at=None,
+            published_at=first_published_at(self._store.clock(), not_before),
         )
 
     def _fenced_set(self, fence: Fence, **changes: Any) -> None:

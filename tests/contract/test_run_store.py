@@ -123,7 +123,9 @@ async def test_create_run_inserts_its_first_deliveries_as_pending(store: RunStor
     assert (d1.delivery_id, d1.status, d1.attempt, d1.journal_id) == ("d1", "pending", 0, "d1")
     assert d1.event == {"type": "Ev", "id": "d1"} and d1.extra == {}
     assert (d0.step, d0.parent_id, d0.journal_id, d0.extra) == ("step_b", "p", "j", {"x": 1})
-    assert d0.lease_expires_at is None and d0.published_at is None
+    assert d0.lease_expires_at is None
+    # published right after the commit that inserted it
+    assert d0.published_at == d0.created_at
 
 
 async def test_get_run_of_an_unknown_id_raises_run_not_found(store: RunStore) -> None:
@@ -722,70 +724,129 @@ async def test_read_stream_returns_entries_after_seq_up_to_limit(store: RunStore
 # --- sweeping --------------------------------------------------------------------------
 
 
-async def due_ids(store: RunStore, limit: int = 100) -> list[str]:
-    return [d.delivery_id for d in await store.due_deliveries(limit=limit)]
+STALE = 10.0
+SERVED = [("wf", "step_a"), ("wf", "step_b")]
 
 
-async def test_due_deliveries_include_pending_ones_never_published(store: RunStore) -> None:
+async def due_ids(
+    store: RunStore,
+    limit: int = 100,
+    served: list[tuple[str, str]] = SERVED,
+    idle: list[tuple[str, str]] = SERVED,
+) -> list[str]:
+    """What one sweep takes (every queue empty unless ``idle`` says otherwise)."""
+    due = await store.take_due(stale_after=STALE, served=served, idle=idle, limit=limit)
+    assert all(d.workflow_name == "wf" for d in due)
+    return [d.delivery.delivery_id for d in due]
+
+
+async def test_take_due_leaves_a_pending_delivery_alone_until_it_is_stale(
+    store: RunStore, clock: FakeClock
+) -> None:
     await start(store, deliveries=("d1", "d2"))
+    assert await due_ids(store) == []  # just published after its commit
+    clock.advance(STALE + 1)
     assert await due_ids(store) == ["d1", "d2"]
 
 
-async def test_due_deliveries_exclude_pending_ones_published_since_they_became_due(
-    store: RunStore,
+async def test_take_due_hands_a_delivery_to_one_sweep_and_again_only_when_stale_again(
+    store: RunStore, clock: FakeClock
 ) -> None:
-    await start(store, deliveries=("d1", "d2"))
-    await store.mark_published(["d1", "unknown"])
-    assert await due_ids(store) == ["d2"]
+    await start(store)
+    clock.advance(STALE + 1)
+    assert await due_ids(store) == ["d1"]
     assert (await store.get_delivery("d1")).published_at is not None
+    assert await due_ids(store) == []  # a second sweeper finds it taken
+    clock.advance(STALE / 2)
+    assert await due_ids(store) == []
+    clock.advance(STALE / 2 + 1)
+    assert await due_ids(store) == ["d1"]
 
 
-async def test_due_deliveries_exclude_ones_whose_not_before_is_in_the_future(
+async def test_take_due_keeps_pending_deliveries_whose_queue_is_not_empty(
+    store: RunStore, clock: FakeClock
+) -> None:
+    await start(store)
+    clock.advance(STALE * 10)
+    # Queued behind busy workers rather than lost: publishing again would grow the queue.
+    assert await due_ids(store, idle=[]) == []
+    assert await due_ids(store, idle=[("wf", "step_a")]) == ["d1"]
+
+
+async def test_take_due_counts_a_delayed_delivery_from_its_not_before(
     store: RunStore, clock: FakeClock
 ) -> None:
     later = clock.now + timedelta(seconds=60)
     await store.create_run(NewRun("run-1", "wf", {}, {}), [new_delivery("d1", not_before=later)])
-    assert await due_ids(store) == []
-    await store.mark_published(["d1"])  # e.g. sent early with a countdown
     clock.advance(61)
-    assert await due_ids(store) == ["d1"]
-    await store.mark_published(["d1"])
-    assert await due_ids(store) == []
-
-
-async def test_due_deliveries_include_running_ones_with_an_expired_lease(
-    store: RunStore, clock: FakeClock
-) -> None:
-    await start(store, deliveries=("d1",))
-    await store.mark_published(["d1"])
-    await claim(store, "d1", lease=10)
-    assert await due_ids(store) == []
-    clock.advance(11)
+    assert await due_ids(store) == []  # its countdown message came due just now
+    clock.advance(STALE)
     assert await due_ids(store) == ["d1"]
 
 
-async def test_due_deliveries_include_a_rescheduled_delivery_once_due_again(
+async def test_take_due_counts_a_rescheduled_delivery_from_its_new_not_before(
     store: RunStore, clock: FakeClock
 ) -> None:
     await start(store)
-    await store.mark_published(["d1"])
     d1 = await claim(store, "d1")
     async with store.locked("run-1", d1.fence) as txn:
         txn.reschedule_delivery(d1.fence, clock.now + timedelta(seconds=5), {})
+    clock.advance(STALE)
     assert await due_ids(store) == []
     clock.advance(6)
     assert await due_ids(store) == ["d1"]
 
 
-async def test_due_deliveries_exclude_closed_ones_and_respect_the_limit(
-    store: RunStore,
+async def test_take_due_takes_a_running_delivery_once_its_lease_expired_whatever_the_queue(
+    store: RunStore, clock: FakeClock
+) -> None:
+    await start(store, deliveries=("d1",))
+    await claim(store, "d1", lease=10)
+    assert await due_ids(store, idle=[]) == []
+    clock.advance(11)
+    assert await due_ids(store, idle=[]) == ["d1"]
+    assert await due_ids(store, idle=[]) == []  # published since its lease expired
+    clock.advance(STALE + 1)
+    assert await due_ids(store, idle=[]) == ["d1"]  # and that message was lost too
+
+
+async def test_take_due_takes_only_steps_this_sweeper_serves(
+    store: RunStore, clock: FakeClock
+) -> None:
+    await store.create_run(
+        NewRun("run-1", "wf", {}, {}), [new_delivery("d1"), new_delivery("d2", step="other")]
+    )
+    # another project's workflow in the same database
+    await store.create_run(NewRun("run-2", "theirs", {}, {}), [new_delivery("d3")])
+    clock.advance(STALE + 1)
+    assert await due_ids(store) == ["d1"]
+    assert await due_ids(store, served=[("wf", "other")], idle=[("wf", "other")]) == ["d2"]
+
+
+async def test_take_due_excludes_closed_ones_and_respects_the_limit_oldest_first(
+    store: RunStore, clock: FakeClock
 ) -> None:
     await start(store, deliveries=("d1", "d2", "d3", "d4"))
     d1 = await claim(store, "d1")
     async with store.locked("run-1", d1.fence) as txn:
         txn.finish_delivery(d1.fence, "done")
-    assert await due_ids(store, limit=2) == ["d2", "d3"]
-    assert await due_ids(store) == ["d2", "d3", "d4"]
+    clock.advance(STALE + 1)
+    assert sorted(await due_ids(store, limit=2)) == ["d2", "d3"]
+    assert await due_ids(store) == ["d4"]
+
+
+async def test_take_due_gives_way_to_a_sweeper_already_at_work(
+    store: RunStore, store_url: str | None, clock: FakeClock
+) -> None:
+    if store_url is None or not store_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's advisory lock; SQLite sweepers queue on BEGIN IMMEDIATE")
+    await start(store)
+    clock.advance(STALE + 1)
+    conninfo = store_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended('cw-sweeper', 0))")
+        assert await due_ids(store) == []
+    assert await due_ids(store) == ["d1"]
 
 
 async def test_a_pooled_connection_dropped_by_the_server_is_replaced(
@@ -905,13 +966,3 @@ async def test_expired_runs_lists_only_unfinished_runs_past_their_deadline(
     async with store.locked("done") as txn:
         txn.set_status("completed", result={"r": 1})
     assert [r.run_id for r in await store.expired_runs()] == ["late"]
-
-
-async def test_a_published_pending_delivery_untouched_for_stale_after_is_due_again(
-    store: RunStore, clock: Any
-) -> None:
-    await start(store, "run-1", ("d1",))
-    await store.mark_published(["d1"])
-    assert await store.due_deliveries(stale_after=10) == []
-    clock.advance(11)
-    assert [d.delivery_id for d in await store.due_deliveries(stale_after=10)] == ["d1"]

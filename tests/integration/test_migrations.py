@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from celery_workflows.store.sql import current, downgrade, upgrade
 from celery_workflows.store.sql.migrate import VERSION_TABLE, main
@@ -19,7 +19,7 @@ from celery_workflows.store.sql.schema import metadata
 pytestmark = pytest.mark.integration
 
 TABLES = {"cw_runs", "cw_deliveries", "cw_journal", "cw_stream"}
-HEAD = "cw0001"
+HEAD = "cw0002"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -120,3 +120,37 @@ def test_command_line_reports_an_unreachable_database_with_the_password_masked(
     assert main(["upgrade", "postgresql+psycopg://cw:s3cret@127.0.0.1:1/runs"]) == 1
     err = capsys.readouterr().err
     assert "cw:***@127.0.0.1:1/runs" in err and "s3cret" not in err
+
+
+def test_cw0002_gives_open_deliveries_of_older_rows_a_publication_time(empty_url: str) -> None:
+    upgrade(empty_url, "cw0001")
+    engine = create_engine(empty_url)
+    now, later = "2030-01-01 12:00:00+00:00", "2030-01-01 12:05:00+00:00"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO cw_runs (run_id, workflow_name, code_version, status, "
+                    "stream_seq, delivery_seq, created_at, updated_at) "
+                    "VALUES ('r', 'wf', '', 'running', 0, 2, :now, :now)"
+                ),
+                {"now": now},
+            )
+            for delivery_id, not_before in (("soon", None), ("later", later)):
+                conn.execute(
+                    text(
+                        "INSERT INTO cw_deliveries (delivery_id, run_id, seq, step, status, "
+                        "attempt, journal_id, not_before, created_at, updated_at) VALUES "
+                        "(:id, 'r', 1, 's', 'pending', 0, :id, :nb, :now, :now)"
+                    ),
+                    {"id": delivery_id, "nb": not_before, "now": now},
+                )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT delivery_id, published_at FROM cw_deliveries ORDER BY delivery_id")
+            ).all()
+    finally:
+        engine.dispose()
+    published = {row.delivery_id: str(row.published_at)[:19] for row in rows}
+    assert published == {"later": "2030-01-01 12:05:00", "soon": "2030-01-01 12:00:00"}

@@ -103,7 +103,8 @@ class PgHotPath:
         )
         self.reschedule_delivery = (
             f"UPDATE {d} SET status = 'pending', not_before = %(p_not_before)s, "
-            "extra = %(p_extra)s::JSON, lease_expires_at = NULL, updated_at = %(p_now)s "
+            "extra = %(p_extra)s::JSON, lease_expires_at = NULL, "
+            "published_at = %(p_published_at)s, updated_at = %(p_now)s "
             f"WHERE {self._FENCED}"
         )
         self.cancel_open_deliveries = (

@@ -25,6 +25,7 @@ from celery_workflows.store.base import (
     NewDelivery,
     RunRecord,
     RunStatus,
+    first_published_at,
 )
 from celery_workflows.store.sql._codec import EncodedJson, encode
 from celery_workflows.store.sql._db import Database
@@ -178,7 +179,11 @@ class SqlRunTxn:
         self, fence: Fence, not_before: datetime, extra: dict[str, Any]
     ) -> None:
         """Put the fenced delivery back to pending, due at ``not_before``."""
-        params = {"p_not_before": not_before, "p_extra": self._encode(extra, "extra")}
+        params = {
+            "p_not_before": not_before,
+            "p_extra": self._encode(extra, "extra"),
+            "p_published_at": first_published_at(self._db.clock(), not_before),
+        }
         self._fenced_op("reschedule", fence, params)
 
     async def append_stream(self, event: Any, dedupe_key: str | None = None) -> int:
@@ -342,7 +347,7 @@ def delivery_rows(
                 "error": None,
                 "not_before": new.not_before,
                 "lease_expires_at": None,
-                "published_at": None,
+                "published_at": first_published_at(now, new.not_before),
                 "created_at": now,
                 "updated_at": now,
             }

@@ -75,9 +75,16 @@ class SqlDialect:
             {"key": f"cw-claim:{run_id}:{step}"},
         )
 
-    def skip_locked(self, stmt: AnySelect) -> AnySelect:
-        """Make a sweep skip rows another sweeper holds."""
-        return stmt.with_for_update(skip_locked=True)
+    def skip_locked(self, stmt: AnySelect, *, of: Table) -> AnySelect:
+        """Make a sweep lock the rows of ``of`` it reads, skipping those another holds."""
+        return stmt.with_for_update(skip_locked=True, of=of)
+
+    def try_sweeper_lock(self, conn: Connection) -> bool:
+        """Take the database's sweeper lock until commit; False if another sweeper has it."""
+        taken = conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtextextended('cw-sweeper', 0))")
+        ).scalar_one()
+        return bool(taken)
 
     def insert_ignore(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` (any unique constraint)."""
@@ -120,8 +127,11 @@ class SqliteDialect(SqlDialect):
     def serialize_claims(self, conn: Connection, run_id: str, step: str) -> None:
         return None  # a writer holds the whole database already
 
-    def skip_locked(self, stmt: AnySelect) -> AnySelect:
+    def skip_locked(self, stmt: AnySelect, *, of: Table) -> AnySelect:
         return stmt
+
+    def try_sweeper_lock(self, conn: Connection) -> bool:
+        return True  # BEGIN IMMEDIATE: sweepers already take turns
 
     def insert_ignore(self, table: Table) -> Insert:
         return sqlite_insert(table).on_conflict_do_nothing()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 
@@ -104,6 +105,7 @@ class Queries:
                 not_before=bindparam("p_not_before"),
                 extra=bindparam("p_extra"),
                 lease_expires_at=None,
+                published_at=bindparam("p_published_at"),
                 updated_at=bindparam("p_now"),
             )
         )
@@ -119,7 +121,8 @@ class Queries:
             _d.status.in_(bindparam("p_statuses", expanding=True))
         )
         self.open_deliveries = self.list_deliveries.where(_d.status.in_(_OPEN))
-        self.due_deliveries = dialect.skip_locked(_due_deliveries())
+        self.due_pending = dialect.skip_locked(_due_pending(), of=deliveries)
+        self.due_running = dialect.skip_locked(_due_running(), of=deliveries)
         self.expired_runs: AnySelect = (
             select(runs)
             .where(
@@ -174,26 +177,34 @@ class Queries:
         return [delete(table) for table in reversed(metadata.sorted_tables)]
 
 
-def _due_deliveries() -> AnySelect:
-    now: BindParameter[datetime] = bindparam("p_now")
-    stale: BindParameter[datetime] = bindparam("p_stale_before")
-    published = _d.published_at
-    pending_due = and_(
-        _d.status == "pending",
-        or_(_d.not_before.is_(None), _d.not_before <= now),
-        or_(
-            # not published since it became due: since its not_before or its last update
-            or_(published.is_(None), published < _d.updated_at, published < _d.not_before),
-            # or published, but nothing happened for a while: the message may be lost
-            and_(published < stale, _d.updated_at < stale),
-        ),
-    )
-    lease_expired = and_(_d.status == "running", _d.lease_expires_at < now)
+def _due(*conditions: Any) -> AnySelect:
     return (
-        select(deliveries)
-        .where(or_(pending_due, lease_expired))
-        .order_by(_d.created_at, _d.seq)
+        select(deliveries, _r.workflow_name)
+        .join(runs, _r.run_id == _d.run_id)
+        .where(*conditions)
+        .order_by(_d.published_at)
         .limit(bindparam("p_limit"))
+    )
+
+
+def _due_pending() -> AnySelect:
+    # Range scan of ix_cw_deliveries_status_published_at: only what is stale is read.
+    return _due(
+        _d.status == "pending",
+        _d.published_at < bindparam("p_stale_before"),
+        tuple_(_r.workflow_name, _d.step).in_(bindparam("p_keys", expanding=True)),
+    )
+
+
+def _due_running() -> AnySelect:
+    stale: BindParameter[datetime] = bindparam("p_stale_before")
+    expired = _d.lease_expires_at
+    return _due(
+        _d.status == "running",
+        expired < bindparam("p_now"),
+        # not published since its lease expired, nor for stale_after seconds
+        or_(_d.published_at.is_(None), _d.published_at < expired, _d.published_at < stale),
+        tuple_(_r.workflow_name, _d.step).in_(bindparam("p_keys", expanding=True)),
     )
 
 

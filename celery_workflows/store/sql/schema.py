@@ -115,7 +115,8 @@ deliveries = Table(
     Column("published_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
-    Index(None, "status", "not_before"),
+    # The sweeper's range scan: pending deliveries published before a cutoff.
+    Index(None, "status", "published_at"),
     Index(None, "run_id", "status"),
 )
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -27,10 +27,12 @@ from celery_workflows.store.base import (
     Claim,
     DeliveryRecord,
     DeliveryStatus,
+    DueDelivery,
     Fence,
     NewDelivery,
     NewRun,
     RunRecord,
+    StepKey,
     StreamEntry,
     utcnow,
 )
@@ -45,10 +47,6 @@ from celery_workflows.store.sql.queries import delivery_from_row, run_from_row, 
 __all__ = ["SqlRunStore"]
 
 T = TypeVar("T")
-
-
-#: "Never stale" for due_deliveries without stale_after.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SqlRunStore:
@@ -263,27 +261,42 @@ class SqlRunStore:
         rows = await self._all(stmt, params, check_run=run_id)
         return [delivery_from_row(row) for row in rows]
 
-    async def due_deliveries(
-        self, *, limit: int = 100, stale_after: float | None = None
-    ) -> list[DeliveryRecord]:
-        """Deliveries that need a (re)publish, oldest first (SKIP LOCKED on PostgreSQL)."""
-        now = self._db.clock()
-        stale = now - timedelta(seconds=stale_after) if stale_after is not None else _EPOCH
-        params = {"p_now": now, "p_limit": limit, "p_stale_before": stale}
-        rows = await self._all(self._q.due_deliveries, params)
-        return [delivery_from_row(row) for row in rows]
-
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still going past their ``deadline_at``, oldest deadline first."""
         params = {"p_now": self._db.clock(), "p_limit": limit}
         return [run_from_row(row) for row in await self._all(self._q.expired_runs, params)]
 
-    async def mark_published(self, delivery_ids: Sequence[str]) -> None:
-        """Stamp ``published_at`` on the given deliveries (unknown ids are ignored)."""
-        if not delivery_ids:
-            return
-        params = {"p_ids": list(delivery_ids), "p_now": self._db.clock()}
-        await self._transaction(lambda c: c.execute(self._q.mark_published, params), write=True)
+    async def take_due(
+        self,
+        *,
+        stale_after: float,
+        served: Collection[StepKey],
+        idle: Collection[StepKey],
+        limit: int = 200,
+    ) -> list[DueDelivery]:
+        """Deliveries to publish again, stamped published (see ``RunStore.take_due``)."""
+        now = self._db.clock()
+        params: dict[str, Any] = {
+            "p_now": now,
+            "p_stale_before": now - timedelta(seconds=stale_after),
+            "p_limit": limit,
+        }
+        wanted = ((self._q.due_running, list(served)), (self._q.due_pending, list(idle)))
+
+        def txn(conn: Connection) -> list[DueDelivery]:
+            if not self._db.dialect.try_sweeper_lock(conn):
+                return []
+            rows: list[Any] = []
+            for stmt, keys in wanted:
+                if keys and len(rows) < limit:
+                    batch = {**params, "p_keys": keys, "p_limit": limit - len(rows)}
+                    rows.extend(conn.execute(stmt, batch).all())
+            if rows:
+                ids = [row.delivery_id for row in rows]
+                conn.execute(self._q.mark_published, {"p_ids": ids, "p_now": now})
+            return [_stamped(row, now) for row in rows]
+
+        return await self._transaction(txn, write=True)
 
     # -- stream
 
@@ -371,6 +384,11 @@ class SqlRunStore:
         if row is None:  # pragma: no cover - the conflicting insert committed or we'd wait
             raise RunNotFoundError(run.run_id)
         return run_from_row(row)
+
+
+def _stamped(row: Any, now: datetime) -> DueDelivery:
+    delivery = dataclasses.replace(delivery_from_row(row), published_at=now)
+    return DueDelivery(delivery, row.workflow_name)
 
 
 def _encoded(value: Any, label: str, run_id: str) -> EncodedJson | None:

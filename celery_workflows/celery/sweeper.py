@@ -1,0 +1,155 @@
+"""The sweeper: publishes lost deliveries again and fails runs past their deadline.
+
+One per worker, started and stopped with it by a Celery bootstep, whatever the pool
+(prefork: in the main process; threads and solo: beside the tasks). The database decides
+what is due (``RunStore.take_due``) and hands each delivery to one sweeper; the broker is
+asked only whether a step's queue is empty, because a pending delivery whose queue still
+holds messages is more likely queued behind busy workers than lost, and publishing it
+again would only grow the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+
+from ..errors import StoreUnavailableError
+from ..runtime.engine import Dispatch
+from ..store.base import StepKey
+from .dispatch import task_name
+
+if TYPE_CHECKING:
+    from .runtime import CeleryRuntime
+
+log = logging.getLogger("celery_workflows.sweeper")
+
+
+class Sweeper:
+    """A thread that sweeps every ``sweep_interval`` seconds until stopped."""
+
+    def __init__(self, runtime: CeleryRuntime) -> None:
+        self.runtime = runtime
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Start sweeping (once; again after :meth:`stop`)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="cw-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and wait for the sweep under way (a worker shutting down)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while not self._stop.wait(self.runtime.sweep_interval):
+                try:
+                    loop.run_until_complete(self.sweep())
+                except StoreUnavailableError as exc:
+                    log.warning("sweep skipped: %s", exc)
+                except Exception:
+                    log.exception("sweep failed; trying again in %ss", self.runtime.sweep_interval)
+        finally:
+            loop.close()
+
+    async def sweep(self) -> int:
+        """One round: fail runs past their deadline, publish what is due again."""
+        await self._expire_runs()
+        served = self._served()
+        if not served:
+            return 0
+        idle = idle_steps(self.runtime.app, served)
+        due = await self.runtime.store.take_due(
+            stale_after=self.runtime.stale_after, served=served.keys(), idle=idle, limit=200
+        )
+        if due:
+            log.info("sweeper publishes %d due deliveries again", len(due))
+            self.runtime.dispatcher.dispatch(
+                [
+                    Dispatch(
+                        d.delivery.delivery_id, d.delivery.run_id, d.workflow_name, d.delivery.step
+                    )
+                    for d in due
+                ]
+            )
+        return len(due)
+
+    def _served(self) -> dict[StepKey, str]:
+        """The steps of the workflows this app serves, with their task names."""
+        bindings = self.runtime.engine.bindings
+        return {
+            (name, step): task_name(name, step)
+            for name, binding in bindings.items()
+            for step in binding.specs
+        }
+
+    async def _expire_runs(self) -> None:
+        # Deadlines live in the run rows, not in countdown messages: a broker that loses
+        # its messages loses no deadline, and a timeout may be longer than Redis keeps
+        # delayed messages invisible.
+        engine = self.runtime.engine
+        for run in await self.runtime.store.expired_runs(limit=100):
+            binding = engine.bindings.get(run.workflow_name)
+            timeout = binding.workflow._timeout if binding is not None else None
+            if binding is not None and timeout is not None:
+                await engine.expire(binding, run.run_id, timeout)
+
+
+def idle_steps(app: Celery, served: dict[StepKey, str]) -> set[StepKey]:
+    """The steps whose queue holds no message (unknown when the broker does not answer)."""
+    router = app.amqp.router
+    queues = {key: router.route({}, name)["queue"].name for key, name in served.items()}
+    sizes: dict[str, int] = {}
+    try:
+        with app.pool.acquire(block=True, timeout=5) as conn:
+            for queue in set(queues.values()):
+                sizes[queue] = _queue_size(conn, queue)
+    except Exception as exc:  # broker down: nothing can be published anyway
+        log.warning("sweeper cannot read queue sizes: %s", exc)
+        return set()
+    return {key for key, queue in queues.items() if sizes.get(queue) == 0}
+
+
+def _queue_size(conn: Any, queue: str) -> int:
+    # A fresh channel: a passive declare of a queue that does not exist closes the
+    # channel on AMQP brokers. A queue that does not exist holds nothing.
+    channel = conn.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except conn.channel_errors:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):  # already closed by the broker
+            channel.close()
+
+
+def sweeper_bootstep(runtime: CeleryRuntime) -> type[Any]:
+    """A worker bootstep that runs ``runtime``'s sweeper for the worker's lifetime."""
+
+    class CeleryWorkflowsSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
+        # After the pool: prefork children are forked before the sweeper thread starts.
+        requires = ("celery.worker.components:Pool",)
+
+        def start(self, worker: Any) -> None:
+            runtime.sweeper.start()
+
+        def stop(self, worker: Any) -> None:
+            runtime.sweeper.stop()
+
+        def shutdown(self, worker: Any) -> None:
+            runtime.sweeper.stop()
+
+    return CeleryWorkflowsSweeper

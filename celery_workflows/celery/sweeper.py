@@ -14,19 +14,24 @@ import asyncio
 import contextlib
 import logging
 import threading
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 
 from ..errors import StoreUnavailableError
 from ..runtime.engine import Dispatch
-from ..store.base import StepKey
+from ..store.base import DueDelivery, StepKey, utcnow
 from .dispatch import task_name
 
 if TYPE_CHECKING:
     from .runtime import CeleryRuntime
 
 log = logging.getLogger("celery_workflows.sweeper")
+
+#: Deliveries taken (and stamped) per transaction, and transactions per sweep at most.
+BATCH = 200
+MAX_BATCHES = 500
 
 
 class Sweeper:
@@ -71,21 +76,30 @@ class Sweeper:
         served = self._served()
         if not served:
             return 0
+        # Taken before the queues are read: a pending delivery published before it whose
+        # queue is empty now holds no message in the queue, however many there are (a
+        # flushed broker), so batches go on until none is left.
+        stale_before = utcnow() - timedelta(seconds=self.runtime.stale_after)
         idle = idle_steps(self.runtime.app, served)
-        due = await self.runtime.store.take_due(
-            stale_after=self.runtime.stale_after, served=served.keys(), idle=idle, limit=200
-        )
-        if due:
-            log.info("sweeper publishes %d due deliveries again", len(due))
-            self.runtime.dispatcher.dispatch(
-                [
-                    Dispatch(
-                        d.delivery.delivery_id, d.delivery.run_id, d.workflow_name, d.delivery.step
-                    )
-                    for d in due
-                ]
+        total = 0
+        for _ in range(MAX_BATCHES):
+            due = await self.runtime.store.take_due(
+                stale_before=stale_before, served=served.keys(), idle=idle, limit=BATCH
             )
-        return len(due)
+            self._publish(due)
+            total += len(due)
+            if len(due) < BATCH:
+                break
+        if total:
+            log.info("sweeper published %d due deliveries again", total)
+        return total
+
+    def _publish(self, due: list[DueDelivery]) -> None:
+        items = [
+            Dispatch(d.delivery.delivery_id, d.delivery.run_id, d.workflow_name, d.delivery.step)
+            for d in due
+        ]
+        self.runtime.dispatcher.dispatch(items)
 
     def _served(self) -> dict[StepKey, str]:
         """The steps of the workflows this app serves, with their task names."""

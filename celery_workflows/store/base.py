@@ -300,7 +300,7 @@ class RunStore(Protocol):
     async def take_due(
         self,
         *,
-        stale_after: float,
+        stale_before: datetime,
         served: Collection[StepKey],
         idle: Collection[StepKey],
         limit: int = 200,
@@ -308,15 +308,15 @@ class RunStore(Protocol):
         """Deliveries whose message is presumed lost, stamped as published in the same
         transaction, oldest first; the caller publishes them after this returns.
 
-        - running, lease expired, not published since it expired (nor for ``stale_after``
-          seconds): its attempt died; only steps in ``served`` (the caller's workflows);
-        - pending, published (or due) ``stale_after`` seconds ago or more: only steps in
-          ``idle``, whose queue the caller found empty (a message may still wait in a
-          queue that is not).
+        - running, lease expired, not published since it expired (nor since
+          ``stale_before``): its attempt died; only steps in ``served`` (the caller's
+          workflows);
+        - pending, published (or due) before ``stale_before``: only steps in ``idle``,
+          whose queue the caller found empty after that time (a message may still wait
+          in a queue that is not).
 
         Stamping in the selecting transaction (rows locked, SKIP LOCKED) hands each
-        delivery to one sweeper; where the database allows, one sweeper at a time works
-        and the others get ``[]``.
+        delivery to one sweeper; sweepers of one database take turns (a lock).
         """
         ...
 

@@ -279,14 +279,13 @@ class InMemoryRunStore:
     async def take_due(
         self,
         *,
-        stale_after: float,
+        stale_before: datetime,
         served: Collection[StepKey],
         idle: Collection[StepKey],
         limit: int = 200,
     ) -> list[DueDelivery]:
         """Deliveries to publish again, stamped published (see ``RunStore.take_due``)."""
         now = self.clock()
-        stale_before = now - timedelta(seconds=stale_after)
         served, idle = set(served), set(idle)
         found: list[tuple[DeliveryRecord, str]] = []
         for delivery_id in self._open:

@@ -730,12 +730,14 @@ SERVED = [("wf", "step_a"), ("wf", "step_b")]
 
 async def due_ids(
     store: RunStore,
+    clock: FakeClock,
     limit: int = 100,
     served: list[tuple[str, str]] = SERVED,
     idle: list[tuple[str, str]] = SERVED,
 ) -> list[str]:
     """What one sweep takes (every queue empty unless ``idle`` says otherwise)."""
-    due = await store.take_due(stale_after=STALE, served=served, idle=idle, limit=limit)
+    stale_before = clock.now - timedelta(seconds=STALE)
+    due = await store.take_due(stale_before=stale_before, served=served, idle=idle, limit=limit)
     assert all(d.workflow_name == "wf" for d in due)
     return [d.delivery.delivery_id for d in due]
 
@@ -744,9 +746,9 @@ async def test_take_due_leaves_a_pending_delivery_alone_until_it_is_stale(
     store: RunStore, clock: FakeClock
 ) -> None:
     await start(store, deliveries=("d1", "d2"))
-    assert await due_ids(store) == []  # just published after its commit
+    assert await due_ids(store, clock) == []  # just published after its commit
     clock.advance(STALE + 1)
-    assert await due_ids(store) == ["d1", "d2"]
+    assert await due_ids(store, clock) == ["d1", "d2"]
 
 
 async def test_take_due_hands_a_delivery_to_one_sweep_and_again_only_when_stale_again(
@@ -754,13 +756,13 @@ async def test_take_due_hands_a_delivery_to_one_sweep_and_again_only_when_stale_
 ) -> None:
     await start(store)
     clock.advance(STALE + 1)
-    assert await due_ids(store) == ["d1"]
+    assert await due_ids(store, clock) == ["d1"]
     assert (await store.get_delivery("d1")).published_at is not None
-    assert await due_ids(store) == []  # a second sweeper finds it taken
+    assert await due_ids(store, clock) == []  # a second sweeper finds it taken
     clock.advance(STALE / 2)
-    assert await due_ids(store) == []
+    assert await due_ids(store, clock) == []
     clock.advance(STALE / 2 + 1)
-    assert await due_ids(store) == ["d1"]
+    assert await due_ids(store, clock) == ["d1"]
 
 
 async def test_take_due_keeps_pending_deliveries_whose_queue_is_not_empty(
@@ -769,8 +771,8 @@ async def test_take_due_keeps_pending_deliveries_whose_queue_is_not_empty(
     await start(store)
     clock.advance(STALE * 10)
     # Queued behind busy workers rather than lost: publishing again would grow the queue.
-    assert await due_ids(store, idle=[]) == []
-    assert await due_ids(store, idle=[("wf", "step_a")]) == ["d1"]
+    assert await due_ids(store, clock, idle=[]) == []
+    assert await due_ids(store, clock, idle=[("wf", "step_a")]) == ["d1"]
 
 
 async def test_take_due_counts_a_delayed_delivery_from_its_not_before(
@@ -779,9 +781,9 @@ async def test_take_due_counts_a_delayed_delivery_from_its_not_before(
     later = clock.now + timedelta(seconds=60)
     await store.create_run(NewRun("run-1", "wf", {}, {}), [new_delivery("d1", not_before=later)])
     clock.advance(61)
-    assert await due_ids(store) == []  # its countdown message came due just now
+    assert await due_ids(store, clock) == []  # its countdown message came due just now
     clock.advance(STALE)
-    assert await due_ids(store) == ["d1"]
+    assert await due_ids(store, clock) == ["d1"]
 
 
 async def test_take_due_counts_a_rescheduled_delivery_from_its_new_not_before(
@@ -792,9 +794,9 @@ async def test_take_due_counts_a_rescheduled_delivery_from_its_new_not_before(
     async with store.locked("run-1", d1.fence) as txn:
         txn.reschedule_delivery(d1.fence, clock.now + timedelta(seconds=5), {})
     clock.advance(STALE)
-    assert await due_ids(store) == []
+    assert await due_ids(store, clock) == []
     clock.advance(6)
-    assert await due_ids(store) == ["d1"]
+    assert await due_ids(store, clock) == ["d1"]
 
 
 async def test_take_due_takes_a_running_delivery_once_its_lease_expired_whatever_the_queue(
@@ -802,12 +804,12 @@ async def test_take_due_takes_a_running_delivery_once_its_lease_expired_whatever
 ) -> None:
     await start(store, deliveries=("d1",))
     await claim(store, "d1", lease=10)
-    assert await due_ids(store, idle=[]) == []
+    assert await due_ids(store, clock, idle=[]) == []
     clock.advance(11)
-    assert await due_ids(store, idle=[]) == ["d1"]
-    assert await due_ids(store, idle=[]) == []  # published since its lease expired
+    assert await due_ids(store, clock, idle=[]) == ["d1"]
+    assert await due_ids(store, clock, idle=[]) == []  # published since its lease expired
     clock.advance(STALE + 1)
-    assert await due_ids(store, idle=[]) == ["d1"]  # and that message was lost too
+    assert await due_ids(store, clock, idle=[]) == ["d1"]  # and that message was lost too
 
 
 async def test_take_due_takes_only_steps_this_sweeper_serves(
@@ -819,8 +821,8 @@ async def test_take_due_takes_only_steps_this_sweeper_serves(
     # another project's workflow in the same database
     await store.create_run(NewRun("run-2", "theirs", {}, {}), [new_delivery("d3")])
     clock.advance(STALE + 1)
-    assert await due_ids(store) == ["d1"]
-    assert await due_ids(store, served=[("wf", "other")], idle=[("wf", "other")]) == ["d2"]
+    assert await due_ids(store, clock) == ["d1"]
+    assert await due_ids(store, clock, served=[("wf", "other")], idle=[("wf", "other")]) == ["d2"]
 
 
 async def test_take_due_excludes_closed_ones_and_respects_the_limit_oldest_first(
@@ -831,11 +833,11 @@ async def test_take_due_excludes_closed_ones_and_respects_the_limit_oldest_first
     async with store.locked("run-1", d1.fence) as txn:
         txn.finish_delivery(d1.fence, "done")
     clock.advance(STALE + 1)
-    assert sorted(await due_ids(store, limit=2)) == ["d2", "d3"]
-    assert await due_ids(store) == ["d4"]
+    assert sorted(await due_ids(store, clock, limit=2)) == ["d2", "d3"]
+    assert await due_ids(store, clock) == ["d4"]
 
 
-async def test_take_due_gives_way_to_a_sweeper_already_at_work(
+async def test_take_due_waits_for_the_sweeper_already_at_work(
     store: RunStore, store_url: str | None, clock: FakeClock
 ) -> None:
     if store_url is None or not store_url.startswith("postgresql"):
@@ -845,8 +847,11 @@ async def test_take_due_gives_way_to_a_sweeper_already_at_work(
     conninfo = store_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(conninfo, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(hashtextextended('cw-sweeper', 0))")
-        assert await due_ids(store) == []
-    assert await due_ids(store) == ["d1"]
+        sweep = asyncio.ensure_future(due_ids(store, clock))
+        done, _ = await asyncio.wait([sweep], timeout=0.5)
+        assert not done  # one sweeper at a time
+        other.execute("SELECT pg_advisory_unlock(hashtextextended('cw-sweeper', 0))")
+        assert await asyncio.wait_for(sweep, WAIT) == ["d1"]
 
 
 async def test_a_pooled_connection_dropped_by_the_server_is_replaced(

@@ -29,14 +29,18 @@ from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait
 app = Celery("cw_proj", broker=os.environ.get("CW_TEST_BROKER", "redis://127.0.0.1:6379/5"))
 app.conf.broker_connection_retry_on_startup = True
 app.conf.imports = ["cw_seeds"]  # the seed samples' workflows, for the workers
-runtime = CeleryRuntime(
-    app,
-    database_url=os.environ.get("CW_TEST_DATABASE"),
-    lease_seconds=float(os.environ.get("CW_TEST_LEASE", "4")),
-    heartbeat_seconds=1.0,
-    sweep_interval=0.5,
-    stale_after=3.0,
+# Short timings keep the crash tests fast; CW_TEST_DEFAULT_TIMINGS=1 measures the defaults.
+timings = (
+    {}
+    if os.environ.get("CW_TEST_DEFAULT_TIMINGS")
+    else {
+        "lease_seconds": float(os.environ.get("CW_TEST_LEASE", "4")),
+        "heartbeat_seconds": 1.0,
+        "sweep_interval": 0.5,
+        "stale_after": 3.0,
+    }
 )
+runtime = CeleryRuntime(app, database_url=os.environ.get("CW_TEST_DATABASE"), **timings)
 
 
 class Counter(Workflow):

@@ -23,13 +23,16 @@ class WorkerGroup:
     logs: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        """Start ``celery -A cw_proj worker`` as a new process group."""
+    def start(
+        self, name: str, concurrency: int = 2, pool: str = "prefork", queues: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``celery -A cw_proj worker`` as a new process group (``queues``: ``-Q``)."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         cmd = [
             sys.executable, "-m", "celery", "-A", "cw_proj", "worker",
             "--loglevel=INFO", f"--concurrency={concurrency}", "-n", f"{name}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            f"--pool={pool}", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            *(["-Q", queues] if queues else []),
         ]  # fmt: skip
         proc = subprocess.Popen(
             cmd, cwd=HERE, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -58,6 +61,16 @@ class WorkerGroup:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.kill(proc)
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+        """Wait until the worker ``name`` says it is ready (fail if it exits first)."""
+        log = self.logs / f"{name}.log"
+
+        def ready() -> bool:
+            return proc.poll() is not None or "ready." in log.read_text(errors="replace")
+
+        wait_until(ready, timeout, f"worker {name} to be ready")
+        assert proc.poll() is None, f"worker {name} exited:\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of every worker log (for assertion messages)."""

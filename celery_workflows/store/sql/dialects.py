@@ -79,12 +79,9 @@ class SqlDialect:
         """Make a sweep lock the rows of ``of`` it reads, skipping those another holds."""
         return stmt.with_for_update(skip_locked=True, of=of)
 
-    def try_sweeper_lock(self, conn: Connection) -> bool:
-        """Take the database's sweeper lock until commit; False if another sweeper has it."""
-        taken = conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(hashtextextended('cw-sweeper', 0))")
-        ).scalar_one()
-        return bool(taken)
+    def sweeper_lock(self, conn: Connection) -> None:
+        """Wait for the database's sweeper lock; held until commit (sweepers take turns)."""
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('cw-sweeper', 0))"))
 
     def insert_ignore(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` (any unique constraint)."""
@@ -130,8 +127,8 @@ class SqliteDialect(SqlDialect):
     def skip_locked(self, stmt: AnySelect, *, of: Table) -> AnySelect:
         return stmt
 
-    def try_sweeper_lock(self, conn: Connection) -> bool:
-        return True  # BEGIN IMMEDIATE: sweepers already take turns
+    def sweeper_lock(self, conn: Connection) -> None:
+        return None  # BEGIN IMMEDIATE: sweepers already take turns
 
     def insert_ignore(self, table: Table) -> Insert:
         return sqlite_insert(table).on_conflict_do_nothing()

@@ -269,7 +269,7 @@ class SqlRunStore:
     async def take_due(
         self,
         *,
-        stale_after: float,
+        stale_before: datetime,
         served: Collection[StepKey],
         idle: Collection[StepKey],
         limit: int = 200,
@@ -278,14 +278,13 @@ class SqlRunStore:
         now = self._db.clock()
         params: dict[str, Any] = {
             "p_now": now,
-            "p_stale_before": now - timedelta(seconds=stale_after),
+            "p_stale_before": stale_before,
             "p_limit": limit,
         }
         wanted = ((self._q.due_running, list(served)), (self._q.due_pending, list(idle)))
 
         def txn(conn: Connection) -> list[DueDelivery]:
-            if not self._db.dialect.try_sweeper_lock(conn):
-                return []
+            self._db.dialect.sweeper_lock(conn)
             rows: list[Any] = []
             for stmt, keys in wanted:
                 if keys and len(rows) < limit:

@@ -4,22 +4,26 @@ The wire shape is upstream's: a pydantic model becomes
 ``{"__is_pydantic": true, "value": <model_dump(mode="json")>, "qualified_name": "<module.Class>"}``
 and containers are walked recursively, so snapshots move between the two packages.
 
-Class names are resolved against registered types first. With ``allowed_types`` given,
-nothing else resolves, so a payload can never make a process import a module it names;
-the Celery runtime always builds its serializer that way from the workflow's event and
-state types. ``JsonSerializer()`` with no ``allowed_types`` imports by name, like upstream,
-for snapshots a user hands in on purpose.
+Data never makes a process import code (DESIGN invariant 10). A recorded class name
+resolves only against classes this process already holds: those registered on the
+serializer, the package's own event and record types, Event subclasses already defined
+here, and for exceptions the builtin ones and the package's errors. A tagged dict whose
+name resolves to none of them stays a plain dict, because it may be a user's dict that only
+looks tagged; an exception of an unknown type degrades to a described stand-in.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import copy
 import importlib
 import json
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,17 +39,35 @@ def qualified_name(cls: type[Any]) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
+def _record_names(cls: type[Any]) -> tuple[str, str]:
+    """Both names a record may carry for ``cls`` (``__name__`` and ``__qualname__``)."""
+    return qualified_name(cls), f"{cls.__module__}.{cls.__qualname__}"
+
+
 _framework_record_names: dict[type[Any], str] = {}
-#: Every Event subclass defined (imported) in this process, by record name. A restricted
-#: serializer may resolve these: naming one never imports anything.
+#: Every Event subclass defined (imported) in this process, by record name. Any serializer
+#: may resolve these: the class is loaded already, so naming one imports nothing.
 _defined_events: dict[str, type[Any]] = {}
+#: Exceptions rebuilt by name: the builtin ones and the package's own errors. A table built
+#: from code, so a recorded name is only ever a key here, never an attribute lookup.
+_exception_types: dict[str, type[Exception]] = {
+    f"builtins.{name}": obj
+    for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, Exception)
+}
+#: The serializer whose registered types nested validators use (the exception and input
+#: event of the failure events): DictLikeModel's __init__ drops pydantic's validation
+#: context, so the serializer rides along in a context variable instead.
+_active_serializer: ContextVar[JsonSerializer | None] = ContextVar(
+    "celery_workflows_active_serializer", default=None
+)
 
 
 def register_defined_event(cls: type[Any]) -> None:
     """Called for each Event subclass as it is defined."""
     # The latest definition wins, as a module's latest binding of a name does.
-    _defined_events[qualified_name(cls)] = cls
-    _defined_events[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    for name in _record_names(cls):
+        _defined_events[name] = cls
 
 
 def record_name(cls: type[Any]) -> str:
@@ -63,26 +85,52 @@ def register_framework_types(*classes: type[Any]) -> None:
         _framework_record_names[cls] = f"workflows.events.{cls.__qualname__}"
 
 
-def import_qualified_name(name: str) -> Any:
-    """Import ``package.module.Attr`` (the longest importable module prefix wins)."""
-    parts = name.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            module = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        obj: Any = module
-        try:
-            for attr in parts[split:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            continue
-        return obj
-    raise ValueError(f"cannot import {name!r}")
+def register_framework_exceptions(upstream_module: str, *classes: type[Exception]) -> None:
+    """Register package-owned exceptions, under their names here and upstream's."""
+    for cls in classes:
+        for name in (*_record_names(cls), f"{upstream_module}.{cls.__qualname__}"):
+            _exception_types[name] = cls
+
+
+def active_serializer() -> JsonSerializer | None:
+    """The serializer decoding the enclosing value, if any (see ``validation_context``)."""
+    return _active_serializer.get()
+
+
+def exception_class(name: str, serializer: JsonSerializer | None = None) -> type[Exception] | None:
+    """The exception class a record names, or None when it names no known one.
+
+    Known: builtin exceptions, the package's errors and exception classes registered on
+    ``serializer`` (default: the active one). Nothing is imported.
+    """
+    found = _exception_types.get(name)
+    if found is not None:
+        return found
+    serializer = serializer or _active_serializer.get()
+    registered = serializer.registered(name) if serializer is not None else None
+    if isinstance(registered, type) and issubclass(registered, Exception):
+        return registered
+    return None
+
+
+def _import_class(name: str) -> type[Any]:
+    """Import a class the program named in ``allowed_types`` (never a name from data)."""
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise ValueError(f"allowed_types entry {name!r} is not a dotted class name")
+    found = getattr(importlib.import_module(module_name), attr, None)
+    if not isinstance(found, type):
+        raise ValueError(f"allowed_types entry {name!r} does not name a class")
+    return found
 
 
 class BaseSerializer(ABC):
     """Turns values into strings and back."""
+
+    @contextmanager
+    def validation_context(self) -> Iterator[None]:
+        """Run a block with this serializer selected for nested validation (no-op here)."""
+        yield
 
     @abstractmethod
     def serialize(self, value: Any) -> str:
@@ -96,78 +144,76 @@ class BaseSerializer(ABC):
 class JsonSerializer(BaseSerializer):
     """JSON serializer that keeps pydantic models' classes (events, typed state).
 
+    A recorded class name resolves only against classes this process holds: those in
+    ``allowed_types`` (or added by :meth:`with_types`), the package's event and record
+    types, and Event subclasses defined in this process. No name read from data is ever
+    imported; a tagged dict whose name is unknown decodes as the plain dict it is.
+
     Args:
-        allowed_types: classes (or legacy dotted names) that may be reconstructed.
-            ``None`` resolves any name by import; a collection resolves only those
-            names and the package's own event types.
+        allowed_types: extra classes that may be reconstructed: models kept in state,
+            exception classes to rebuild after a failure. A dotted name (upstream's legacy
+            form) is imported once, here, because the program wrote it; ``None`` and an
+            empty collection add nothing.
     """
 
     def __init__(self, *, allowed_types: Iterable[type[Any] | str] | None = None) -> None:
         self._registered: dict[str, type[Any]] = {}
-        self._allowed_names: frozenset[str] | None = None
-        if allowed_types is not None:
-            names: set[str] = set()
-            for entry in allowed_types:
-                if isinstance(entry, str):
-                    names.add(entry)
-                    continue
-                if not isinstance(entry, type):
-                    raise TypeError("allowed_types entries must be classes or dotted names")
-                for name in (qualified_name(entry), f"{entry.__module__}.{entry.__name__}"):
-                    claimed = self._registered.get(name)
-                    if claimed is not None and claimed is not entry:
-                        raise ValueError(
-                            f"Two classes claim the serialized name {name}: {claimed!r} and "
-                            f"{entry!r}; a record cannot tell them apart."
-                        )
-                    self._registered[name] = entry
-                    names.add(name)
-            self._allowed_names = frozenset(names)
+        for entry in allowed_types or ():
+            cls = _import_class(entry) if isinstance(entry, str) else entry
+            if not isinstance(cls, type):
+                raise TypeError("allowed_types entries must be classes or dotted names")
+            for name in _record_names(cls):
+                claimed = self._registered.get(name)
+                if claimed is not None and claimed is not cls:
+                    raise ValueError(
+                        f"Two classes claim the serialized name {name}: {claimed!r} and "
+                        f"{cls!r}; a record cannot tell them apart."
+                    )
+                self._registered[name] = cls
 
     @property
-    def restricted(self) -> bool:
-        """True when only registered classes resolve (no import by name)."""
-        return self._allowed_names is not None
+    def registered_types(self) -> tuple[type[Any], ...]:
+        """The classes registered on this serializer (not the package's own)."""
+        return tuple(dict.fromkeys(self._registered.values()))
 
-    def knowing(self, *classes: type[Any]) -> JsonSerializer:
-        """A copy that resolves ``classes`` by name first (local classes included),
-        keeping this serializer's restriction or lack of it."""
-        if self._allowed_names is not None:
-            return self.with_types(*classes)
+    def registered(self, name: str) -> type[Any] | None:
+        """The class registered on this serializer under ``name``, if any."""
+        return self._registered.get(name)
+
+    def with_types(self, *classes: type[Any]) -> JsonSerializer:
+        """A copy (of the same class) that also resolves ``classes``, local ones included.
+
+        A name already registered keeps its class: the caller's registration wins."""
         clone = copy.copy(self)  # keeps the class (PickleSerializer stays one)
         clone._registered = dict(self._registered)
         for cls in classes:
-            clone._registered.setdefault(qualified_name(cls), cls)
-            clone._registered.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+            for name in _record_names(cls):
+                clone._registered.setdefault(name, cls)
         return clone
 
-    def with_types(self, *classes: type[Any]) -> JsonSerializer:
-        """A serializer that also resolves ``classes`` (self when unrestricted)."""
-        if self._allowed_names is None:
-            return self
-        legacy = self._allowed_names - self._registered.keys()
-        return JsonSerializer(
-            allowed_types=(*dict.fromkeys(self._registered.values()), *legacy, *classes)
-        )
+    @contextmanager
+    def validation_context(self) -> Iterator[None]:
+        """Make this serializer's registered types reach nested validators."""
+        token = _active_serializer.set(self)
+        try:
+            yield
+        finally:
+            _active_serializer.reset(token)
+
+    def lookup(self, name: str) -> type[Any] | None:
+        """The class a recorded name resolves to, or None. Never imports."""
+        return self._registered.get(name) or _framework_types.get(name) or _defined_events.get(name)
 
     def resolve_class(self, name: str) -> type[Any]:
-        """Resolve a recorded class name to a class, refusing names not allowed."""
-        found = self._registered.get(name) or _framework_types.get(name)
-        if found is not None:
-            return found
-        if self._allowed_names is not None and name in _defined_events:
-            # Events a step only streams (write_event_to_stream) are in no annotation;
-            # the class is already loaded here, so resolving it imports nothing.
-            return _defined_events[name]
-        if self._allowed_names is not None and name not in self._allowed_names:
+        """Resolve a recorded class name to a class; ValueError when it is not registered."""
+        found = self.lookup(name)
+        if found is None:
             raise ValueError(
-                f"Class {name} is not in the serializer's allowed types; register it on the "
-                "workflow (as a step's event or state type) or pass it in allowed_types."
+                f"Class {name} is not registered: register it on the workflow (as a step's "
+                "event or state type) or pass it in JsonSerializer(allowed_types=[...]). "
+                "Class names read from data are never imported."
             )
-        cls = import_qualified_name(name)
-        if not isinstance(cls, type):
-            raise ValueError(f"{name} does not name a class")
-        return cls
+        return found
 
     def serialize_value(self, value: Any) -> Any:
         """Encode ``value`` into JSON-compatible data, tagging pydantic models."""
@@ -189,18 +235,32 @@ class JsonSerializer(BaseSerializer):
             return [self.serialize_value(v) for v in value]
         return value
 
+    def tagged_class(self, data: dict[str, Any]) -> type[Any] | None:
+        """The registered class a tagged dict names, or None (untagged or unknown name)."""
+        name = data.get("qualified_name")
+        if not isinstance(name, str) or "value" not in data:
+            return None
+        if data.get("__is_pydantic"):
+            cls = self.lookup(name)
+            return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if data.get("__is_component"):
+            cls = self.lookup(name)
+            return cls if callable(getattr(cls, "from_dict", None)) else None
+        return None
+
     def deserialize_value(self, data: Any) -> Any:
-        """Inverse of :meth:`serialize_value`."""
-        if isinstance(data, dict):
-            name = data.get("qualified_name")
-            if data.get("__is_pydantic") and name:
-                return self.resolve_class(name).model_validate(data["value"])
-            if data.get("__is_component") and name:
-                return self.resolve_class(name).from_dict(data["value"])
-            return {k: self.deserialize_value(v) for k, v in data.items()}
+        """Inverse of :meth:`serialize_value`; an unknown tagged dict stays a dict."""
         if isinstance(data, list):
             return [self.deserialize_value(v) for v in data]
-        return data
+        if not isinstance(data, dict):
+            return data
+        cls = self.tagged_class(data)
+        if cls is None:
+            return {k: self.deserialize_value(v) for k, v in data.items()}
+        with self.validation_context():
+            if data.get("__is_pydantic"):
+                return cls.model_validate(data["value"])
+            return cls.from_dict(data["value"])
 
     def serialize(self, value: Any) -> str:
         """Encode ``value`` to a JSON string; ValueError if it is not encodable."""
@@ -217,7 +277,9 @@ class JsonSerializer(BaseSerializer):
 class PickleSerializer(JsonSerializer):
     """JSON first, pickle as a fallback. An explicit opt-in for trusted, in-process data.
 
-    Never used for broker messages: a worker refuses to unpickle anything it receives.
+    Unpickling imports whatever the pickle names, so give it only data this program wrote.
+    Never used for broker messages or run stores: a worker refuses to unpickle anything it
+    receives, and stored payloads are decoded with the JSON methods alone.
     """
 
     def serialize(self, value: Any) -> str:

@@ -7,7 +7,6 @@ private dict reachable by attribute and by mapping access.
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from datetime import datetime
 from enum import Enum
@@ -23,12 +22,19 @@ from pydantic import (
     model_serializer,
 )
 
+from . import errors
 from ._serializers import (
     JsonSerializer,
+    active_serializer,
+    exception_class,
     qualified_name,
     register_defined_event,
+    register_framework_exceptions,
     register_framework_types,
 )
+
+#: Resolves the package's own types and the events defined in this process, nothing else.
+_FRAMEWORK_SERIALIZER = JsonSerializer()
 
 
 class DictLikeModel(BaseModel):
@@ -171,46 +177,62 @@ class StopEvent(Event):
         return str(self._result)
 
 
-_EXC_SERIALIZER = JsonSerializer()
-
-
 def _dump_exception(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, UnreconstructedException) and exc.original_type is not None:
+        # Write the original record again, so a stand-in that crosses another boundary
+        # still names the type it stands for (and its message is not wrapped twice).
+        return {"exception_type": exc.original_type, "exception_message": exc.original_message}
     return {"exception_type": qualified_name(type(exc)), "exception_message": str(exc)}
 
 
 class UnreconstructedException(Exception):
-    """Stands in for an exception whose class could not be rebuilt after serialization."""
+    """Stands in for an exception whose class was not rebuilt after serialization.
+
+    A record names the class of a failure; only builtin exceptions, the package's errors
+    and classes registered on the serializer are rebuilt, because a name read from data is
+    never imported. Any other name (or a class that refuses ``cls(message)``) gives this
+    stand-in: ``original_type`` and ``original_message`` keep what the record said, and
+    the message reads ``"<original type>: <original message>"``.
+    """
 
     def __init__(self, message: str, *, original_type: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(f"{original_type}: {message}" if original_type else message)
         self.original_type = original_type
+        self.original_message = message
+
+    def __repr__(self) -> str:
+        return (
+            f"UnreconstructedException(original_type={self.original_type!r}, "
+            f"{self.original_message!r})"
+        )
 
 
-def _load_exception(data: Any) -> BaseException:
+def _load_exception(data: Any, *, serializer: JsonSerializer | None = None) -> BaseException:
+    """Rebuild a recorded exception from known classes only, else a described stand-in."""
     if isinstance(data, BaseException):
         return data
     name = str(data["exception_type"])
     message = str(data["exception_message"])
-    try:
-        if name.startswith("builtins."):
-            cls = getattr(builtins, name.removeprefix("builtins."))
-        else:
-            cls = _EXC_SERIALIZER.resolve_class(name)
-        if isinstance(cls, type) and issubclass(cls, Exception):
+    cls = exception_class(name, serializer)
+    if cls is not None:
+        try:
             return cls(message)
-    except Exception:  # any failure to rebuild leaves the stand-in below
-        pass
+        except Exception:  # a class that refuses cls(message) leaves the stand-in below
+            pass
     return UnreconstructedException(message, original_type=name)
 
 
 def _dump_event(event: Event) -> Any:
-    return _EXC_SERIALIZER.serialize_value(event)
+    return _FRAMEWORK_SERIALIZER.serialize_value(event)
 
 
 def _load_event(data: Any) -> Event:
-    event = data if isinstance(data, Event) else _EXC_SERIALIZER.deserialize_value(data)
+    if isinstance(data, Event):
+        return data
+    event = (active_serializer() or _FRAMEWORK_SERIALIZER).deserialize_value(data)
     if not isinstance(event, Event):
-        raise ValueError("expected a serialized Event")
+        name = data.get("qualified_name") if isinstance(data, dict) else None
+        raise ValueError(f"expected a serialized Event of a registered type, got {name!r}")
     return event
 
 
@@ -313,6 +335,16 @@ register_framework_types(
     StepStateChanged,
     UnhandledEvent,
     WorkflowIdleEvent,
+)
+
+register_framework_exceptions("workflows.events", UnreconstructedException)
+register_framework_exceptions(
+    "workflows.errors",
+    *(
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.CeleryWorkflowsError)
+    ),
 )
 
 __all__ = [

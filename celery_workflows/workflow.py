@@ -40,6 +40,10 @@ class Workflow(metaclass=_WorkflowMeta):
         runtime: where runs execute: ``CeleryRuntime(app, ...)`` or None for in-process.
         workflow_name: the stable name used in task names and the run store
             (default: ``module.QualName``).
+        serializer: a ``JsonSerializer(allowed_types=[...])`` registers more classes that
+            stored payloads of this workflow may name: pydantic models kept in untyped
+            state, exception classes to rebuild when a step fails. Payloads are always
+            stored as JSON, and a class name read from them is never imported.
     """
 
     _step_functions: dict[str, Callable[..., Any]]

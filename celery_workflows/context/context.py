@@ -72,10 +72,15 @@ class Context(Generic[MODEL_T]):
     ) -> None:
         self._workflow = workflow
         state_type = workflow._state_type()
-        serializer = _knowing(workflow, serializer or JsonSerializer())
+        types = _type_registry(workflow)
+        # JSON by default, even when the workflow was given a PickleSerializer: unpickling
+        # imports, so it happens only where the caller passes one for this snapshot.
+        serializer = serializer or JsonSerializer()
+        if isinstance(serializer, JsonSerializer):
+            serializer = types = serializer.with_types(*types.registered_types)
         snapshot = None
         if previous_context:
-            snapshot = parse_snapshot(previous_context, serializer, state_type)
+            snapshot = parse_snapshot(previous_context, serializer, state_type, types)
             state = snapshot.state
         else:
             state = default_state(state_type)
@@ -261,13 +266,12 @@ class Context(Generic[MODEL_T]):
         return stop.result if type(stop) is StopEvent else stop
 
 
-def _knowing(workflow: Workflow, serializer: BaseSerializer) -> BaseSerializer:
-    """Let a JSON serializer resolve the workflow's own (maybe local) event and state types."""
-    if not isinstance(serializer, JsonSerializer):
-        return serializer
-    from ..runtime.binding import workflow_types
+def _type_registry(workflow: Workflow) -> JsonSerializer:
+    """What the workflow registered (its maybe local event and state types, the classes on
+    its own serializer): the only classes a snapshot's names may resolve to."""
+    from ..runtime.binding import type_registry
 
-    return serializer.knowing(*workflow_types(workflow._step_specs(), workflow._state_type()))
+    return type_registry(workflow)
 
 
 def runtime_snapshot(

@@ -7,7 +7,6 @@ from .._serializers import (
     JsonPickleSerializer,
     JsonSerializer,
     PickleSerializer,
-    import_qualified_name,
     qualified_name,
 )
 
@@ -16,6 +15,5 @@ __all__ = [
     "JsonPickleSerializer",
     "JsonSerializer",
     "PickleSerializer",
-    "import_qualified_name",
     "qualified_name",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .._serializers import BaseSerializer, JsonSerializer, import_qualified_name
+from .._serializers import BaseSerializer, JsonSerializer
 from ..errors import ContextSerdeError
 from ..events import Event
 from .state_store import DictState, default_state
@@ -63,6 +63,10 @@ def decode_state_payload(
     else:
         value = data
     if isinstance(value, dict) and issubclass(state_type, BaseModel):
+        if value.get("__is_pydantic") and "value" in value:
+            # A model of a class not registered here (renamed, or named by the other
+            # package): the workflow declares the state's type, so validate its fields.
+            value = value["value"]
         value = state_type.model_validate(value)
     if not isinstance(value, BaseModel):
         raise ContextSerdeError(f"state decoded to {type(value).__name__}, not a model")
@@ -82,13 +86,14 @@ class ParsedSnapshot:
 
 
 def _parse_waiter(
-    step: str, waiter: dict[str, Any], serializer: BaseSerializer
+    step: str, waiter: dict[str, Any], serializer: BaseSerializer, types: JsonSerializer
 ) -> tuple[str, Event, str, type[Event]]:
     name = str(waiter["waiting_for_event"])
-    resolve = getattr(serializer, "resolve_class", import_qualified_name)
-    awaited = resolve(name)
+    awaited = types.lookup(name)
     if not (isinstance(awaited, type) and issubclass(awaited, Event)):
-        raise ContextSerdeError(f"waiter of step {step!r} awaits {name!r}, not an event class")
+        raise ContextSerdeError(
+            f"waiter of step {step!r} awaits {name!r}, which is no registered event class"
+        )
     return step, _decode_event(waiter["event"], serializer), str(waiter["waiter_id"]), awaited
 
 
@@ -102,9 +107,16 @@ def _decode_event(raw: Any, serializer: BaseSerializer) -> Event:
 
 
 def parse_snapshot(
-    data: dict[str, Any], serializer: BaseSerializer, state_type: type[BaseModel]
+    data: dict[str, Any],
+    serializer: BaseSerializer,
+    state_type: type[BaseModel],
+    types: JsonSerializer,
 ) -> ParsedSnapshot:
-    """Read a v2 snapshot (ContextSerdeError on a wrong or unknown format)."""
+    """Read a v2 snapshot (ContextSerdeError on a wrong or unknown format).
+
+    Class names the snapshot records outside serialized values (the state's type, the
+    event a waiter awaits) resolve against ``types`` only: nothing is imported.
+    """
     if not isinstance(data, dict):
         raise ContextSerdeError("a context snapshot must be a dict")
     version = data.get("version")
@@ -114,7 +126,7 @@ def parse_snapshot(
             f"format (snapshot version {version!r}, expected {SNAPSHOT_VERSION})."
         )
     state_payload = data.get("state") or {}
-    stype = _state_type_of(state_payload, state_type)
+    stype = _state_type_of(state_payload, state_type, types)
     parsed = ParsedSnapshot(
         state=decode_state_payload(state_payload, serializer, stype),
         is_running=bool(data.get("is_running", False)),
@@ -125,18 +137,17 @@ def parse_snapshot(
         for buffer_id, events in (worker.get("collected_events") or {}).items():
             parsed.collect[f"{step}|{buffer_id}"] = [_decode_event(e, serializer) for e in events]
         for waiter in worker.get("collected_waiters", []):
-            parsed.waiters.append(_parse_waiter(step, waiter, serializer))
+            parsed.waiters.append(_parse_waiter(step, waiter, serializer, types))
     return parsed
 
 
-def _state_type_of(payload: dict[str, Any], default: type[BaseModel]) -> type[BaseModel]:
+def _state_type_of(
+    payload: dict[str, Any], default: type[BaseModel], types: JsonSerializer
+) -> type[BaseModel]:
     name, module = payload.get("state_type"), payload.get("state_module")
     if not name or name == "DictState" or name == default.__name__:
         return default
-    try:
-        found = import_qualified_name(f"{module}.{name}")
-    except ValueError:
-        return default
+    found = types.lookup(f"{module}.{name}")
     return found if isinstance(found, type) and issubclass(found, BaseModel) else default
 
 

@@ -73,14 +73,23 @@ def workflow_types(specs: dict[str, StepSpec], state_type: type[BaseModel]) -> l
     return list(dict.fromkeys(types))
 
 
+def type_registry(workflow: Workflow) -> JsonSerializer:
+    """A JSON serializer that resolves exactly what ``workflow`` registered: its event and
+    state types, plus the classes registered on its own ``serializer=`` (models kept in
+    state, exception classes to rebuild). Payloads of the workflow decode against it."""
+    own = workflow._serializer
+    extra = own.registered_types if isinstance(own, JsonSerializer) else ()
+    specs = workflow._step_specs()
+    return JsonSerializer().with_types(*extra, *workflow_types(specs, state_type_of(specs)))
+
+
 def bind(workflow: Workflow, *, json_payloads: bool, max_event_bytes: int | None = None) -> Binding:
     """Compute the binding of ``workflow`` for a store that wants JSON or live payloads."""
     specs = workflow._step_specs()
     state_type = state_type_of(specs)
     codec: Codec
     if json_payloads:
-        serializer = JsonSerializer(allowed_types=workflow_types(specs, state_type))
-        codec = JsonCodec(serializer, state_type, max_event_bytes)
+        codec = JsonCodec(type_registry(workflow), state_type, max_event_bytes)
     else:
         codec = LiveCodec()
     return Binding(

@@ -80,6 +80,18 @@ def _check_json(value: Any, path: str) -> None:
     )
 
 
+def _not_an_event(payload: Any) -> str:
+    """Why a payload did not decode to an event (an unknown type decodes to a plain dict)."""
+    name = payload.get("qualified_name") if isinstance(payload, dict) else None
+    if isinstance(name, str):
+        return (
+            f"event type {name!r} is not registered: it is no step's input or output and "
+            "no Event subclass of that name is defined in this process (names read from "
+            "data are never imported)"
+        )
+    return f"payload is not an event: {str(payload)[:200]}"
+
+
 class JsonCodec:
     """JSON payloads; classes resolve only against ``serializer``'s allowed types."""
 
@@ -111,7 +123,7 @@ class JsonCodec:
         except Exception as exc:
             raise InvalidMessageError(f"event payload rejected: {exc}") from exc
         if not isinstance(event, Event):
-            raise InvalidMessageError(f"payload is not an event: {str(payload)[:200]}")
+            raise InvalidMessageError(_not_an_event(payload))
         return event
 
     def encode_state(self, state: BaseModel) -> Any:
@@ -146,7 +158,7 @@ class JsonCodec:
         return _dump_exception(exc)
 
     def decode_error(self, payload: dict[str, Any]) -> BaseException:
-        return _load_exception(payload)
+        return _load_exception(payload, serializer=self.serializer)
 
 
 def event_type_name(event_or_type: Event | type[Event]) -> str:

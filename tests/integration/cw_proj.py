@@ -240,7 +240,28 @@ class Features(Workflow):
         )
 
 
+class Kept(Event):
+    pass
+
+
+class KeepPosted(Workflow):
+    """Keeps what a client posted in untyped state; a second step reads it back, so a
+    worker decodes it (a class name in the posted data must not make it import anything)."""
+
+    @step
+    async def keep(self, ctx: Context, ev: StartEvent) -> Kept:
+        await ctx.store.set("posted", ev.get("posted"))
+        return Kept()
+
+    @step
+    async def describe(self, ctx: Context, ev: Kept) -> StopEvent:
+        value = await ctx.store.get("posted")
+        exception = getattr(value, "exception", None)
+        return StopEvent(result={"value": type(value).__name__, "exception": repr(exception)})
+
+
 counter = Counter(runtime=runtime, timeout=60)
+keep_posted = KeepPosted(runtime=runtime, timeout=60)
 poison = Poison(runtime=runtime, timeout=120)
 features = Features(runtime=runtime, timeout=60)
 blocking = Blocking(runtime=runtime, timeout=60)

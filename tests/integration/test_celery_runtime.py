@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,39 @@ def test_malformed_messages_are_dropped_and_the_worker_keeps_serving(
     assert "malformed delivery id" in log
     assert "no such delivery" in log
     assert "Refusing to deserialize untrusted content of type pickle" in log
+
+
+def test_a_worker_imports_no_module_named_by_posted_data(
+    celery_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A module the worker could import (it is on the worker's path) and whose import
+    # would leave a flag file: posted data names it, a worker decodes that data.
+    module, flag = f"cw_trap_{uuid.uuid4().hex[:10]}", tmp_path / "imported.flag"
+    trap_dir = tmp_path / "trap"
+    trap_dir.mkdir()
+    (trap_dir / f"{module}.py").write_text(
+        f"from pathlib import Path\nPath({str(flag)!r}).write_text('x')\n"
+        "class Boom(Exception):\n    pass\n"
+    )
+    path = os.pathsep.join([str(trap_dir), celery_env["PYTHONPATH"]])
+    group = WorkerGroup({**celery_env, "PYTHONPATH": path}, tmp_path)
+    posted = {
+        "__is_pydantic": True,
+        "qualified_name": "workflows.events.WorkflowFailedEvent",
+        "value": {
+            "step_name": "posted",
+            "exception": {"exception_type": f"{module}.Boom", "exception_message": "m"},
+        },
+    }
+    try:
+        group.start("w1", concurrency=1)
+        result = proj().keep_posted.run(posted=posted).result(timeout=60)
+    finally:
+        group.stop_all()
+    assert result["value"] == "WorkflowFailedEvent", group.log_tail()
+    assert result["exception"].startswith("UnreconstructedException(")
+    assert f"{module}.Boom" in result["exception"]
+    assert not flag.exists()
 
 
 async def test_a_run_past_its_timeout_fails_with_workflow_timeout_error(

@@ -8,7 +8,9 @@ get JSON (:class:`JsonCodec`) resolved only against the workflow's registered ty
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -17,6 +19,7 @@ from .._serializers import JsonSerializer, record_name
 from ..context.state_store import DictState, copy_for_edit
 from ..errors import InvalidMessageError, StateValidationError
 from ..events import Event, _dump_exception, _load_exception
+from ..store.base import NewDelivery
 
 
 class Codec(Protocol):
@@ -153,3 +156,26 @@ def event_type_name(event_or_type: Event | type[Event]) -> str:
     """Qualified name of an event (type)."""
     cls = event_or_type if isinstance(event_or_type, type) else type(event_or_type)
     return record_name(cls)
+
+
+def start_fingerprint(deliveries: Sequence[NewDelivery]) -> str:
+    """A digest of what a run starts with: the step and event of each first delivery.
+
+    Stored with the run, so that starting the same run id again with other start
+    arguments is told apart from a retry of the same start (RunConflictError).
+    Payloads are the codec's: JSON data, or live events (dumped as JSON where they can be;
+    a value that cannot be is described by its ``repr``).
+    """
+    items = [[d.step, _canonical(d.event)] for d in deliveries]
+    text = json.dumps(items, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(payload: Any) -> Any:
+    if not isinstance(payload, BaseModel):
+        return payload
+    try:
+        data: Any = payload.model_dump(mode="json")
+    except Exception:  # a live event may hold objects pydantic cannot dump as JSON
+        data = repr(payload)
+    return {"type": record_name(type(payload)), "value": data}

@@ -38,6 +38,7 @@ from ..store.base import (
     utcnow,
 )
 from .binding import Binding, bind
+from .codec import start_fingerprint
 from .completion import Completer, Outcome, step_state
 from .invoke import call_step
 from .routing import Output
@@ -172,6 +173,7 @@ class Engine:
             meta=dict(meta or {}),
             idempotency_key=idempotency_key,
             deadline_at=deadline,
+            start_fingerprint=start_fingerprint(deliveries),
         )
         record, created = await self.store.create_run(new, deliveries)
         if created and publish:

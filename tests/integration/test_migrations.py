@@ -19,7 +19,7 @@ from celery_workflows.store.sql.schema import metadata
 pytestmark = pytest.mark.integration
 
 TABLES = {"cw_runs", "cw_deliveries", "cw_journal", "cw_stream"}
-HEAD = "cw0001"
+HEAD = "cw0002"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -120,3 +120,36 @@ def test_command_line_reports_an_unreachable_database_with_the_password_masked(
     assert main(["upgrade", "postgresql+psycopg://cw:s3cret@127.0.0.1:1/runs"]) == 1
     err = capsys.readouterr().err
     assert "cw:***@127.0.0.1:1/runs" in err and "s3cret" not in err
+
+
+async def test_cw0002_adds_the_start_fingerprint_and_keeps_existing_runs(empty_url: str) -> None:
+    from sqlalchemy import text
+
+    from celery_workflows.store.base import NewRun
+    from celery_workflows.store.sql import SqlRunStore
+
+    upgrade(empty_url, "cw0001")
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO cw_runs (run_id, workflow_name, status, created_at, updated_at)"
+                    " VALUES ('old', 'wf', 'running', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(empty_url)
+        store = SqlRunStore(empty_url)
+        try:
+            record, created = await store.create_run(
+                NewRun("old", "wf", {}, {}, start_fingerprint="f1"), []
+            )
+            assert not created and record.start_fingerprint is None
+        finally:
+            await store.close()
+        downgrade(empty_url, "cw0001")
+        assert current(empty_url) == "cw0001"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT run_id FROM cw_runs")).scalar_one() == "old"
+    finally:
+        engine.dispose()

@@ -34,7 +34,7 @@ from celery_workflows.store.base import (
     StreamEntry,
     utcnow,
 )
-from celery_workflows.store.memory import claim_outcome, new_run_record
+from celery_workflows.store.memory import check_same_start, claim_outcome, new_run_record
 from celery_workflows.store.sql._codec import EncodedJson, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
@@ -117,6 +117,7 @@ class SqlRunStore:
             "created_at": now,
             "updated_at": now,
             "deadline_at": run.deadline_at,
+            "start_fingerprint": run.start_fingerprint,
         }
         rows = delivery_rows(run.run_id, deliveries, 0, now)
 
@@ -125,7 +126,9 @@ class SqlRunStore:
                 if rows:
                     conn.execute(self._q.insert_deliveries, rows)
                 return new_run_record(run, now), True
-            return self._existing_run(conn, run), False
+            existing = self._existing_run(conn, run)
+            check_same_start(existing, run)  # raises: the transaction rolls back
+            return existing, False
 
         return await self._transaction(txn, write=True)
 

@@ -1,0 +1,101 @@
+"""The run store contract for bad input: each store refuses it with a clear error.
+
+A run id started again must mean the same start (else RunConflictError). A JSON store
+(SQLite, PostgreSQL) refuses what JSON or PostgreSQL cannot keep (a NUL character) and
+state over ``max_state_bytes``, the same way on both databases; the in-memory store keeps
+live objects, so it takes them as they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from celery_workflows.errors import (
+    RunConflictError,
+    RunNotFoundError,
+    StoreError,
+)
+from celery_workflows.store.base import NewDelivery, NewRun, RunStore
+
+if TYPE_CHECKING:
+    pass
+
+NUL = "a\x00b"
+
+
+def delivery(delivery_id: str, event: object = None) -> NewDelivery:
+    return NewDelivery(delivery_id, "step_a", event or {"type": "Ev", "id": delivery_id})
+
+
+def new_run(run_id: str = "run-1", workflow: str = "wf", fingerprint: str | None = "f1") -> NewRun:
+    return NewRun(run_id, workflow, {"count": 0}, {}, start_fingerprint=fingerprint)
+
+
+async def pending(store: RunStore, run_id: str = "run-1") -> list[str]:
+    return [d.delivery_id for d in await store.list_deliveries(run_id)]
+
+
+# --- the same run id, started again -----------------------------------------------------
+
+
+async def test_create_run_again_with_the_same_workflow_and_fingerprint_returns_the_run(
+    store: RunStore,
+) -> None:
+    first, created = await store.create_run(new_run(), [delivery("d1")])
+    assert created and first.start_fingerprint == "f1"
+    again, created = await store.create_run(new_run(), [delivery("d2")])
+    assert not created and again.run_id == "run-1" and again.start_fingerprint == "f1"
+    assert (await store.get_run("run-1")).start_fingerprint == "f1"
+    assert await pending(store) == ["d1"]
+
+
+async def test_create_run_again_with_another_workflow_raises_conflict_and_writes_nothing(
+    store: RunStore,
+) -> None:
+    await store.create_run(new_run(), [delivery("d1")])
+    with pytest.raises(RunConflictError) as raised:
+        await store.create_run(new_run(workflow="other"), [delivery("d2")])
+    message = str(raised.value)
+    assert "run 'run-1'" in message and "'wf'" in message and "'other'" in message
+    assert "new run id" in message
+    assert raised.value.run_id == "run-1" and raised.value.field == "workflow"
+    assert isinstance(raised.value, StoreError) and isinstance(raised.value, ValueError)
+    assert await pending(store) == ["d1"]
+    with pytest.raises(StoreError):  # the conflicting delivery was not written either
+        await store.get_delivery("d2")
+
+
+async def test_create_run_again_with_another_start_fingerprint_raises_conflict(
+    store: RunStore,
+) -> None:
+    await store.create_run(new_run(), [delivery("d1")])
+    with pytest.raises(RunConflictError, match=r"run 'run-1'.*start event") as raised:
+        await store.create_run(new_run(fingerprint="f2"), [delivery("d2")])
+    assert raised.value.field == "start event"
+    assert await pending(store) == ["d1"]
+
+
+async def test_create_run_under_an_existing_idempotency_key_checks_the_first_run(
+    store: RunStore,
+) -> None:
+    keyed = NewRun("run-1", "wf", {}, {}, idempotency_key="order-7", start_fingerprint="f1")
+    await store.create_run(keyed, [])
+    same = NewRun("run-2", "wf", {}, {}, idempotency_key="order-7", start_fingerprint="f1")
+    record, created = await store.create_run(same, [])
+    assert not created and record.run_id == "run-1"
+    other = NewRun("run-3", "wf", {}, {}, idempotency_key="order-7", start_fingerprint="f9")
+    with pytest.raises(RunConflictError, match="run 'run-1'"):
+        await store.create_run(other, [])
+    with pytest.raises(RunNotFoundError):
+        await store.get_run("run-3")
+
+
+async def test_a_run_without_a_fingerprint_is_compared_by_workflow_only(store: RunStore) -> None:
+    # Rows made before fingerprints existed (or by a caller that gives none).
+    await store.create_run(new_run(fingerprint=None), [])
+    record, created = await store.create_run(new_run(fingerprint="f1"), [])
+    assert not created and record.start_fingerprint is None
+    with pytest.raises(RunConflictError):
+        await store.create_run(new_run(workflow="other", fingerprint="f1"), [])

@@ -20,6 +20,7 @@ from ..context.state_store import DictState, copy_for_edit
 from ..errors import InvalidMessageError, StateValidationError
 from ..events import Event, _dump_exception, _load_exception
 from ..store.base import NewDelivery
+from .json_rules import find_unstorable
 
 
 class Codec(Protocol):
@@ -83,6 +84,13 @@ def _check_json(value: Any, path: str) -> None:
     )
 
 
+def _refuse_unstorable(value: Any, path: str) -> None:
+    """Raise StateValidationError naming the path of a NaN, infinity or NUL in ``value``."""
+    found = find_unstorable(value, path)
+    if found is not None:
+        raise StateValidationError(f"{found[0]}: {found[1]}")
+
+
 class JsonCodec:
     """JSON payloads; classes resolve only against ``serializer``'s allowed types."""
 
@@ -97,6 +105,10 @@ class JsonCodec:
         self.max_event_bytes = max_event_bytes
 
     def encode_event(self, event: Event) -> Any:
+        found = find_unstorable(event, "")
+        if found is not None:
+            where, why = found
+            raise InvalidMessageError(f"event {type(event).__name__} field {where}: {why}")
         data = self.serializer.serialize_value(event)
         _check_json(data, f"event {type(event).__name__}")
         if self.max_event_bytes is not None:
@@ -118,6 +130,7 @@ class JsonCodec:
         return event
 
     def encode_state(self, state: BaseModel) -> Any:
+        _refuse_unstorable(dict(state.items()) if isinstance(state, DictState) else state, "state")
         if isinstance(state, DictState):
             data: Any = {"_data": {k: self.serializer.serialize_value(v) for k, v in state.items()}}
         else:
@@ -138,6 +151,7 @@ class JsonCodec:
         return state
 
     def encode_value(self, value: Any) -> Any:
+        _refuse_unstorable(value, "value")
         data = self.serializer.serialize_value(value)
         _check_json(data, "value")
         return data

@@ -8,19 +8,15 @@ live objects, so it takes them as they are.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
 from celery_workflows.errors import (
     RunConflictError,
     RunNotFoundError,
+    StateValidationError,
     StoreError,
 )
 from celery_workflows.store.base import NewDelivery, NewRun, RunStore
-
-if TYPE_CHECKING:
-    pass
 
 NUL = "a\x00b"
 
@@ -99,3 +95,40 @@ async def test_a_run_without_a_fingerprint_is_compared_by_workflow_only(store: R
     assert not created and record.start_fingerprint is None
     with pytest.raises(RunConflictError):
         await store.create_run(new_run(workflow="other", fingerprint="f1"), [])
+
+
+# --- NUL characters ---------------------------------------------------------------------
+
+
+async def test_a_nul_character_is_refused_by_a_json_store_naming_its_path(
+    store: RunStore,
+) -> None:
+    await store.create_run(new_run(), [delivery("d1")])
+    if not store.json_payloads:
+        async with store.locked("run-1") as txn:
+            txn.set_state({"text": NUL})
+        assert (await store.get_run("run-1")).state == {"text": NUL}
+        return
+    async with store.locked("run-1") as txn:
+        with pytest.raises(StateValidationError, match=r"state\['a'\]\[1\]: .*NUL") as raised:
+            txn.set_state({"a": ["ok", NUL]})
+        assert "run 'run-1'" in str(raised.value)
+        with pytest.raises(StateValidationError, match=r"state: key .*NUL"):
+            txn.set_state({NUL: 1})
+        with pytest.raises(StateValidationError, match=r"meta\['m'\]: .*NUL"):
+            txn.set_meta({"m": NUL})
+        with pytest.raises(StateValidationError, match=r"deliveries\[0\]\.event\['t'\]: .*NUL"):
+            txn.add_deliveries([delivery("d2", {"t": NUL})])
+        with pytest.raises(StateValidationError, match=r"stream\[1\]\['t'\]: .*NUL"):
+            await txn.append_stream({"t": NUL})
+    with pytest.raises(StateValidationError, match=r"state\['k'\]: .*NUL"):
+        await store.create_run(NewRun("run-2", "wf", {"k": NUL}, {}), [])
+    assert (await store.get_run("run-1")).state == {"count": 0}
+    assert await pending(store) == ["d1"]
+
+
+async def test_an_escaped_backslash_u0000_text_is_not_a_nul_character(store: RunStore) -> None:
+    await store.create_run(new_run(), [])
+    async with store.locked("run-1") as txn:
+        txn.set_state({"text": "\\u0000"})
+    assert (await store.get_run("run-1")).state == {"text": "\\u0000"}

@@ -10,15 +10,17 @@ is lost there and nothing is refused.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from embedded import embedded_sqlite_default
 
 from celery_workflows import Context, Workflow, step
-from celery_workflows.errors import RunConflictError
-from celery_workflows.events import StartEvent, StopEvent
+from celery_workflows.errors import InvalidMessageError, RunConflictError, StateValidationError
+from celery_workflows.events import Event, StartEvent, StopEvent
 
 WAIT = 30.0
 
@@ -84,3 +86,97 @@ async def test_starting_a_finished_run_again_does_not_hold_a_concurrency_slot(
     assert await asyncio.wait_for(workflow.run(run_id="once", x=1), WAIT) == 1
     assert await asyncio.wait_for(workflow.run(run_id="once", x=1), WAIT) == 1
     assert await asyncio.wait_for(workflow.run(run_id="next", x=2), WAIT) == 2
+
+
+# --- item: NaN and infinity -------------------------------------------------------------
+
+
+class Data(Event):
+    numbers: dict[str, Any]
+
+
+class EmitsInfinity(Workflow):
+    @step
+    async def make(self, ev: StartEvent) -> Data:
+        return Data(numbers={"a": [1.0, float("inf")]})
+
+    @step
+    async def use(self, ev: Data) -> StopEvent:
+        return StopEvent(result=ev.numbers["a"][1])
+
+
+async def test_nan_in_start_arguments_is_refused_naming_run_step_and_field(
+    store_kind: str,
+) -> None:
+    if store_kind == "memory":
+        result = await asyncio.wait_for(Echo(timeout=WAIT).run(run_id="nan-1", x=math.nan), WAIT)
+        assert math.isnan(result)
+        return
+    with pytest.raises(InvalidMessageError) as raised:
+        Echo(timeout=WAIT).run(run_id="nan-1", x=math.nan)
+    message = str(raised.value)
+    assert "run 'nan-1'" in message and "step 'echo'" in message
+    assert "start event" in message and "field x" in message and "nan" in message
+
+
+async def test_infinity_in_an_event_fails_its_step_naming_run_step_and_field(
+    store_kind: str,
+) -> None:
+    handler = EmitsInfinity(timeout=WAIT).run(run_id="inf-1")
+    if store_kind == "memory":
+        assert await asyncio.wait_for(handler, WAIT) == math.inf
+        return
+    with pytest.raises(InvalidMessageError) as raised:
+        await asyncio.wait_for(handler, WAIT)
+    message = str(raised.value)
+    assert "run 'inf-1'" in message and "step 'make'" in message
+    assert "event Data field numbers['a'][1]" in message and "inf" in message
+
+
+# --- item: NUL characters ---------------------------------------------------------------
+
+
+class Text(Event):
+    body: str
+
+
+class WritesNul(Workflow):
+    @step
+    async def write(self, ctx: Context, ev: StartEvent) -> Text:
+        if ev.get("in_state"):
+            async with ctx.store.edit_state() as state:
+                state["notes"] = {"text": "a\x00b"}
+        return Text(body="c\x00d")
+
+    @step
+    async def read(self, ctx: Context, ev: Text) -> StopEvent:
+        return StopEvent(result=ev.body)
+
+
+async def test_a_nul_character_in_state_fails_the_step_naming_run_step_and_field(
+    store_kind: str,
+) -> None:
+    handler = WritesNul(timeout=WAIT).run(run_id="nul-1", in_state=True)
+    if store_kind == "memory":
+        assert await asyncio.wait_for(handler, WAIT) == "c\x00d"
+        assert await handler.ctx.store.get("notes.text") == "a\x00b"
+        return
+    with pytest.raises(StateValidationError) as raised:
+        await asyncio.wait_for(handler, WAIT)
+    message = str(raised.value)
+    assert "run 'nul-1'" in message and "step 'write'" in message
+    assert "state['notes']['text']" in message and "NUL" in message
+
+
+async def test_a_nul_character_in_an_event_fails_the_step_naming_run_step_and_field(
+    store_kind: str,
+) -> None:
+    handler = WritesNul(timeout=WAIT).run(run_id="nul-2")
+    if store_kind == "memory":
+        assert await asyncio.wait_for(handler, WAIT) == "c\x00d"
+        return
+    with pytest.raises(InvalidMessageError) as raised:
+        await asyncio.wait_for(handler, WAIT)
+    message = str(raised.value)
+    assert "run 'nul-2'" in message and "step 'write'" in message
+    assert "event Text field body" in message and "NUL" in message

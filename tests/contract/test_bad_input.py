@@ -8,6 +8,9 @@ live objects, so it takes them as they are.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
 import pytest
 
 from celery_workflows.errors import (
@@ -17,6 +20,11 @@ from celery_workflows.errors import (
     StoreError,
 )
 from celery_workflows.store.base import NewDelivery, NewRun, RunStore
+from celery_workflows.store.memory import InMemoryRunStore
+from celery_workflows.store.sql import SqlRunStore
+
+if TYPE_CHECKING:
+    from tests.contract.conftest import FakeClock
 
 NUL = "a\x00b"
 
@@ -132,3 +140,47 @@ async def test_an_escaped_backslash_u0000_text_is_not_a_nul_character(store: Run
     async with store.locked("run-1") as txn:
         txn.set_state({"text": "\\u0000"})
     assert (await store.get_run("run-1")).state == {"text": "\\u0000"}
+
+
+# --- the state size limit ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def limited(store_url: str | None, clock: FakeClock) -> AsyncIterator[RunStore]:
+    """The store under test with ``max_state_bytes=100`` (in-memory: no limit)."""
+    limited_store: RunStore = (
+        InMemoryRunStore(clock=clock)
+        if store_url is None
+        else SqlRunStore(store_url, clock=clock, max_state_bytes=100)
+    )
+    yield limited_store
+    await limited_store.close()
+
+
+async def test_state_over_max_state_bytes_is_refused_naming_run_size_and_limit(
+    limited: RunStore,
+) -> None:
+    await limited.create_run(new_run(), [])
+    big = {"blob": "x" * 200}
+    if not limited.json_payloads:
+        async with limited.locked("run-1") as txn:
+            txn.set_state(big)  # live objects have no JSON size
+        return
+    async with limited.locked("run-1") as txn:
+        txn.set_state({"blob": "x" * 80})  # 91 bytes as JSON: under the limit
+        with pytest.raises(StateValidationError) as raised:
+            txn.set_state(big)
+    message = str(raised.value)
+    assert "run 'run-1'" in message and "211 bytes" in message
+    assert "max_state_bytes" in message and "100" in message
+    assert (await limited.get_run("run-1")).state == {"blob": "x" * 80}
+    with pytest.raises(StateValidationError, match="max_state_bytes"):
+        await limited.create_run(NewRun("run-2", "wf", big, {}), [])
+    with pytest.raises(RunNotFoundError):
+        await limited.get_run("run-2")
+
+
+def test_the_default_state_limit_is_ten_megabytes() -> None:
+    from celery_workflows.store.sql.store import DEFAULT_MAX_STATE_BYTES
+
+    assert DEFAULT_MAX_STATE_BYTES == 10_000_000

@@ -18,20 +18,21 @@ from typing import Any
 import pytest
 from embedded import embedded_sqlite_default
 
-from celery_workflows import Context, Workflow, step
+from celery_workflows import Context, Workflow, catch_error, step
 from celery_workflows.errors import InvalidMessageError, RunConflictError, StateValidationError
-from celery_workflows.events import Event, StartEvent, StopEvent
+from celery_workflows.events import Event, StartEvent, StepFailedEvent, StopEvent
+from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 WAIT = 30.0
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Runs the test on the default runtime over each store."""
+    """Runs the test on the default runtime over each store (SQLite: max 2000 bytes)."""
     if request.param == "memory":
         yield "memory"
         return
-    with embedded_sqlite_default(tmp_path):
+    with embedded_sqlite_default(tmp_path, max_state_bytes=2000):
         yield "sqlite"
 
 
@@ -180,3 +181,39 @@ async def test_a_nul_character_in_an_event_fails_the_step_naming_run_step_and_fi
     message = str(raised.value)
     assert "run 'nul-2'" in message and "step 'write'" in message
     assert "event Text field body" in message and "NUL" in message
+
+
+# --- item: the state size limit ---------------------------------------------------------
+
+ATTEMPTS = {"grow": 0}
+
+
+class Grows(Workflow):
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.01), stop=stop_after_attempt(2)))
+    async def grow(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ATTEMPTS["grow"] += 1
+        await ctx.store.set("small", 1)
+        async with ctx.store.edit_state() as state:
+            state["blob"] = "x" * 5000
+        return StopEvent(result="grown")
+
+    @catch_error
+    async def recover(self, ctx: Context, ev: StepFailedEvent) -> StopEvent:
+        return StopEvent(result=f"recovered after {ev.attempts}: {ev.exception}")
+
+
+async def test_an_edit_over_max_state_bytes_fails_the_step_with_retries_and_catch_error(
+    store_kind: str,
+) -> None:
+    ATTEMPTS["grow"] = 0
+    handler = Grows(timeout=WAIT).run(run_id="big-1")
+    result = await asyncio.wait_for(handler, WAIT)
+    if store_kind == "memory":
+        assert (result, ATTEMPTS["grow"]) == ("grown", 1)
+        return
+    assert ATTEMPTS["grow"] == 2
+    assert result.startswith("recovered after 2: ")
+    assert "run 'big-1'" in result and "step 'grow'" in result
+    assert "max_state_bytes" in result and "2000" in result
+    assert await handler.ctx.store.get("small") == 1
+    assert await handler.ctx.store.get("blob", default=None) is None

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery_workflows.errors import StateValidationError
 
-__all__ = ["EncodedJson", "encode", "engine_json_serializer"]
+__all__ = ["EncodedJson", "check_state_size", "encode", "engine_json_serializer"]
 
 #: How ``json.dumps`` (ASCII output) writes a NUL character.
 _NUL_ESCAPE = "\\u0000"
@@ -54,6 +54,22 @@ def encode(value: Any, label: str, run_id: str) -> EncodedJson:
         if problem is not None:
             raise _refused(problem, run_id)
     return EncodedJson(text)
+
+
+def check_state_size(encoded: str | None, limit: int | None, run_id: str) -> None:
+    """Raise StateValidationError if the encoded state is over ``limit`` bytes.
+
+    ``json.dumps`` writes ASCII, so characters are bytes.
+    """
+    if encoded is None or limit is None or len(encoded) <= limit:
+        return
+    raise StateValidationError(
+        f"state is {len(encoded)} bytes as JSON, over the limit of {limit} bytes "
+        f"(max_state_bytes) (run {run_id!r}; nothing was written, the stored state is "
+        "unchanged; every edit reads and writes the whole state, so keep large data "
+        "elsewhere, e.g. a file or object store, and put a reference in the state, or "
+        "raise max_state_bytes)"
+    )
 
 
 def _refused(problem: tuple[str, str], run_id: str) -> StateValidationError:

@@ -23,6 +23,7 @@ from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
 from ..store.sql import SqlRunStore
+from ..store.sql.migrate import DATABASE_URL_ENV
 from ..store.sql.store import DEFAULT_MAX_STATE_BYTES
 from .dispatch import CeleryDispatcher, task_name
 from .worker import Worker
@@ -30,8 +31,8 @@ from .worker import Worker
 if TYPE_CHECKING:
     from ..workflow import Workflow
 
-#: Environment variable read when no ``database_url`` is given.
-DATABASE_ENV = "CELERY_WORKFLOWS_DATABASE_URL"
+#: Environment variable read when no ``database_url`` is given (the migration command's).
+DATABASE_ENV = DATABASE_URL_ENV
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///celery_workflows.db"
 

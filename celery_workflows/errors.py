@@ -96,6 +96,21 @@ class FencedOutError(StoreError):
         self.attempt = attempt
 
 
+class RunConflictError(StoreError, ValueError):
+    """A run id (or idempotency key) already names a run started differently.
+
+    A run id is an idempotency key: starting it again with the same workflow and the same
+    start event returns the existing run; with another workflow or other start arguments
+    it raises this error and writes nothing. ``field`` says what differed (``workflow`` or
+    ``start event``).
+    """
+
+    def __init__(self, run_id: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.field = field
+
+
 class StateValidationError(StoreError, ValueError):
     """State failed validation or could not be encoded; the stored state is unchanged."""
 

@@ -23,6 +23,8 @@ from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
 from ..store.sql import SqlRunStore
+from ..store.sql.migrate import DATABASE_URL_ENV
+from ..store.sql.store import DEFAULT_MAX_STATE_BYTES
 from .dispatch import CeleryDispatcher, task_name
 from .sweeper import Sweeper, sweeper_bootstep
 from .worker import Worker
@@ -30,8 +32,8 @@ from .worker import Worker
 if TYPE_CHECKING:
     from ..workflow import Workflow
 
-#: Environment variable read when no ``database_url`` is given.
-DATABASE_ENV = "CELERY_WORKFLOWS_DATABASE_URL"
+#: Environment variable read when no ``database_url`` is given (the migration command's).
+DATABASE_ENV = DATABASE_URL_ENV
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///celery_workflows.db"
 
@@ -75,6 +77,8 @@ class CeleryRuntime(BaseRuntime):
         max_crashes: attempts that died without a result before a delivery is poison.
         max_event_bytes: largest event (as JSON) a step may emit; a larger one fails
             the step, naming run, step and event type. None: no limit.
+        max_state_bytes: largest state (as JSON) a run may keep; an edit over it fails
+            its step, naming run, step, size and limit. None: no limit. Default 10 MB.
         create_schema: migrate the database to the newest schema on first use.
     """
 
@@ -91,6 +95,7 @@ class CeleryRuntime(BaseRuntime):
         stale_after: float = 10.0,
         max_crashes: int = 3,
         max_event_bytes: int | None = 1_000_000,
+        max_state_bytes: int | None = DEFAULT_MAX_STATE_BYTES,
         create_schema: bool = True,
     ) -> None:
         self.app = app
@@ -101,6 +106,7 @@ class CeleryRuntime(BaseRuntime):
         self.stale_after = stale_after
         self.max_crashes = max_crashes
         self.max_event_bytes = max_event_bytes
+        self.max_state_bytes = max_state_bytes
         self.create_schema = create_schema
         self.dispatcher = CeleryDispatcher(app)
         #: The workflow registered last under each name (what a new process registers).
@@ -128,7 +134,11 @@ class CeleryRuntime(BaseRuntime):
         # Connections and threads do not survive fork(): each worker process builds its own.
         with self._lock:
             if self._engine is None or self._pid != os.getpid():
-                self._store = SqlRunStore(self.database_url, create_schema=self.create_schema)
+                self._store = SqlRunStore(
+                    self.database_url,
+                    create_schema=self.create_schema,
+                    max_state_bytes=self.max_state_bytes,
+                )
                 engine = Engine(self._store, self.dispatcher, lease_seconds=self.lease_seconds)
                 engine.heartbeat = self.worker.heartbeat
                 engine.max_crashes = self.max_crashes

@@ -18,7 +18,7 @@ from .._serializers import BaseSerializer
 from ..context.state_store import StateStore
 from ..errors import WorkflowCancelledByUser, WorkflowRuntimeError, WorkflowTimeoutError
 from ..events import Event, StartEvent, StopEvent
-from ..store.base import RunRecord, RunStore
+from ..store.base import NewDelivery, RunRecord, RunStore
 from .binding import Binding
 from .engine import Dispatcher, Engine
 from .snapshots import build_snapshot, resume_plan
@@ -157,9 +157,8 @@ class BaseRuntime:
         state: Any,
         resume: list[Any],
         meta: dict[str, Any],
-        *,
-        publish: bool = True,
     ) -> None:
+        """Create the run (RunConflictError: the run id names another start)."""
         timeout = binding.workflow._timeout
         # The transaction may run on a helper thread (sync bridge); publishing happens
         # here, after it committed, so the dispatcher sees the caller's loop.
@@ -176,8 +175,12 @@ class BaseRuntime:
             ),
             inline=self._inline(),
         )
-        if created and publish:
-            self.engine.publish(binding, run_id, deliveries)
+        if created:
+            self._created(binding, run_id, deliveries)
+
+    def _created(self, binding: Binding, run_id: str, deliveries: list[NewDelivery]) -> None:
+        """A run was just created (not found again under its id): publish its start."""
+        self.engine.publish(binding, run_id, deliveries)
 
     def state_store(self, binding: Binding, run_id: str) -> StateStore[Any]:
         """The caller's view of a run's state (writes lock the run row, unfenced)."""

@@ -8,7 +8,9 @@ get JSON (:class:`JsonCodec`) resolved only against the workflow's registered ty
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -17,6 +19,8 @@ from .._serializers import JsonSerializer, record_name
 from ..context.state_store import DictState, copy_for_edit
 from ..errors import InvalidMessageError, StateValidationError
 from ..events import Event, _dump_exception, _load_exception
+from ..store.base import NewDelivery
+from .json_rules import find_unstorable
 
 
 class Codec(Protocol):
@@ -92,6 +96,13 @@ def _not_an_event(payload: Any) -> str:
     return f"payload is not an event: {str(payload)[:200]}"
 
 
+def _refuse_unstorable(value: Any, path: str) -> None:
+    """Raise StateValidationError naming the path of a NaN, infinity or NUL in ``value``."""
+    found = find_unstorable(value, path)
+    if found is not None:
+        raise StateValidationError(f"{found[0]}: {found[1]}")
+
+
 class JsonCodec:
     """JSON payloads; classes resolve only against ``serializer``'s allowed types."""
 
@@ -106,6 +117,10 @@ class JsonCodec:
         self.max_event_bytes = max_event_bytes
 
     def encode_event(self, event: Event) -> Any:
+        found = find_unstorable(event, "")
+        if found is not None:
+            where, why = found
+            raise InvalidMessageError(f"event {type(event).__name__} field {where}: {why}")
         data = self.serializer.serialize_value(event)
         _check_json(data, f"event {type(event).__name__}")
         if self.max_event_bytes is not None:
@@ -127,6 +142,7 @@ class JsonCodec:
         return event
 
     def encode_state(self, state: BaseModel) -> Any:
+        _refuse_unstorable(dict(state.items()) if isinstance(state, DictState) else state, "state")
         if isinstance(state, DictState):
             data: Any = {"_data": {k: self.serializer.serialize_value(v) for k, v in state.items()}}
         else:
@@ -147,6 +163,7 @@ class JsonCodec:
         return state
 
     def encode_value(self, value: Any) -> Any:
+        _refuse_unstorable(value, "value")
         data = self.serializer.serialize_value(value)
         _check_json(data, "value")
         return data
@@ -165,3 +182,26 @@ def event_type_name(event_or_type: Event | type[Event]) -> str:
     """Qualified name of an event (type)."""
     cls = event_or_type if isinstance(event_or_type, type) else type(event_or_type)
     return record_name(cls)
+
+
+def start_fingerprint(deliveries: Sequence[NewDelivery]) -> str:
+    """A digest of what a run starts with: the step and event of each first delivery.
+
+    Stored with the run, so that starting the same run id again with other start
+    arguments is told apart from a retry of the same start (RunConflictError).
+    Payloads are the codec's: JSON data, or live events (dumped as JSON where they can be;
+    a value that cannot be is described by its ``repr``).
+    """
+    items = [[d.step, _canonical(d.event)] for d in deliveries]
+    text = json.dumps(items, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(payload: Any) -> Any:
+    if not isinstance(payload, BaseModel):
+        return payload
+    try:
+        data: Any = payload.model_dump(mode="json")
+    except Exception:  # a live event may hold objects pydantic cannot dump as JSON
+        data = repr(payload)
+    return {"type": record_name(type(payload)), "value": data}

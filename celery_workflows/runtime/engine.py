@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import FencedOutError, InvalidMessageError, WorkflowRuntimeError
+from ..errors import (
+    FencedOutError,
+    InvalidMessageError,
+    StateValidationError,
+    WorkflowRuntimeError,
+)
 from ..events import (
     Event,
     StartEvent,
@@ -38,6 +43,7 @@ from ..store.base import (
     utcnow,
 )
 from .binding import Binding, bind
+from .codec import start_fingerprint
 from .completion import Completer, Outcome, step_state
 from .invoke import call_step
 from .routing import Output
@@ -159,19 +165,24 @@ class Engine:
         Returns the run, whether this call created it, and its first deliveries (for a
         caller that publishes them itself, from its own thread and loop).
         """
-        codec = binding.codec
         deliveries = list(resume)
-        if start_event is not None:
-            routed = binding.router.route({}, [Output(start_event)], f"{run_id}:start")
-            deliveries.extend(routed.deliveries)
+        try:
+            if start_event is not None:
+                routed = binding.router.route({}, [Output(start_event)], f"{run_id}:start")
+                deliveries.extend(routed.deliveries)
+            state_payload = binding.codec.encode_state(state)
+        except (InvalidMessageError, StateValidationError) as exc:
+            # The caller of run() gets it, naming the run and the steps it was for.
+            raise type(exc)(f"{_start_where(binding, run_id, start_event)} {exc}") from exc
         deadline = utcnow() + timedelta(seconds=timeout) if timeout else None
         new = NewRun(
             run_id=run_id,
             workflow_name=binding.name,
-            state=codec.encode_state(state),
+            state=state_payload,
             meta=dict(meta or {}),
             idempotency_key=idempotency_key,
             deadline_at=deadline,
+            start_fingerprint=start_fingerprint(deliveries),
         )
         record, created = await self.store.create_run(new, deliveries)
         if created and publish:
@@ -429,6 +440,14 @@ class Engine:
             txn.set_status(status, error=error)
         self.notify(run_id, finished=True)
         return True
+
+
+def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) -> str:
+    """Where a start went wrong: the run, and the steps its start event was for."""
+    if start_event is None:
+        return f"run {run_id!r} start"
+    steps = ", ".join(repr(s.name) for s in binding.router.targets(start_event, None))
+    return f"run {run_id!r} step {steps or '(none)'}, start"
 
 
 def _decode_list(codec: Any, payload: Any) -> list[Event] | None:

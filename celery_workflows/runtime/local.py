@@ -13,7 +13,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..store.base import RunStore, utcnow
+from ..store.base import NewDelivery, RunStore, utcnow
 from ..store.memory import InMemoryRunStore
 from .base import BaseRuntime
 from .binding import Binding
@@ -117,29 +117,19 @@ class LocalRuntime(BaseRuntime):
             )
         return handler
 
-    def _create(
-        self,
-        binding: Binding,
-        start_event: StartEvent | None,
-        run_id: str,
-        state: Any,
-        resume: list[Any],
-        meta: dict[str, Any],
-        *,
-        publish: bool = True,
-    ) -> None:
+    def _created(self, binding: Binding, run_id: str, deliveries: list[NewDelivery]) -> None:
+        # Only a run just created takes a slot: a repeated start of an existing run (the
+        # same run id and start) must not hold one that nothing would free.
         limit = binding.workflow._num_concurrent_runs
         active = self._active[binding.name]
-        # Over the limit the run row commits but its start delivery is published only
-        # when a running run of this workflow finishes (see changed()).
-        held = limit is not None and len(active) >= limit
         self._workflow_of[run_id] = binding.name
-        if held:
+        if limit is not None and len(active) >= limit:
+            # The run row is committed; its start delivery is published when a running
+            # run of this workflow finishes (see changed()).
             self._queued[binding.name].append((binding, run_id))
-        else:
-            active.add(run_id)
-        publish = publish and not held
-        super()._create(binding, start_event, run_id, state, resume, meta, publish=publish)
+            return
+        active.add(run_id)
+        super()._created(binding, run_id, deliveries)
 
     def _expire(self, binding: Binding, run_id: str, timeout: float) -> None:
         self._timers.pop(run_id, None)

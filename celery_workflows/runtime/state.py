@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from ..context.state_store import StateEdit, validate_state
+from ..errors import StateValidationError
 from ..store.base import Fence, RunStore
 from .codec import Codec
 
@@ -93,6 +94,10 @@ class RunStateBackend:
             # Live (in-memory) state is kept as upstream keeps it; state that is persisted
             # is validated before it is encoded, so a bad value never reaches the row.
             checked = validate_state(edit.state, self._where) if self._validate else edit.state
-            txn.set_state(self._codec.encode_state(checked))
+            try:
+                txn.set_state(self._codec.encode_state(checked))
+            except StateValidationError as exc:
+                # The codec and the store name the field; the step fails naming both.
+                raise StateValidationError(f"{self._where}: {exc}") from exc
             if index is not None and self._journal is not None:
                 txn.journal_put(self._journal.journal_id, index)

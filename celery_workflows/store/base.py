@@ -62,7 +62,11 @@ class NewDelivery:
 
 @dataclass(frozen=True)
 class NewRun:
-    """A run to create together with its first deliveries."""
+    """A run to create together with its first deliveries.
+
+    ``start_fingerprint`` digests what the run starts with (its start event); given, a
+    create of an existing run id checks that it is the same start (see ``create_run``).
+    """
 
     run_id: str
     workflow_name: str
@@ -71,6 +75,7 @@ class NewRun:
     code_version: str = ""
     idempotency_key: str | None = None
     deadline_at: datetime | None = None
+    start_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class RunRecord:
     created_at: datetime
     updated_at: datetime
     deadline_at: datetime | None
+    start_fingerprint: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -240,7 +246,10 @@ class RunStore(Protocol):
         """Create the run and its deliveries in one transaction.
 
         Returns ``(record, True)``; if ``run.run_id`` (or its idempotency key) already
-        exists, returns the existing record and False and writes nothing.
+        exists, returns the existing record and False and writes nothing. When ``run``
+        has a ``start_fingerprint``, the existing run must be of the same workflow and,
+        if it has a fingerprint, the same one, else RunConflictError is raised (checked
+        in the same transaction; see :func:`~.memory.check_same_start`).
         """
         ...
 

@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from celery_workflows.errors import DeliveryNotFoundError, FencedOutError, RunNotFoundError
+from celery_workflows.errors import (
+    DeliveryNotFoundError,
+    FencedOutError,
+    RunConflictError,
+    RunNotFoundError,
+)
 from celery_workflows.store.base import (
     OPEN_DELIVERY_STATUSES,
     TERMINAL_RUN_STATUSES,
@@ -43,6 +48,7 @@ from celery_workflows.store.base import (
 
 __all__ = [
     "InMemoryRunStore",
+    "check_same_start",
     "claim_outcome",
     "lease_expired",
     "needs_republish",
@@ -109,6 +115,36 @@ def needs_republish(
     return delivery.status == "pending" and idle and (published is None or published < stale_before)
 
 
+def check_same_start(existing: RunRecord, run: NewRun) -> None:
+    """Raise RunConflictError unless creating ``run`` again may return ``existing``.
+
+    A run id is an idempotency key for one start: the same workflow with the same start
+    event. A caller that gives no fingerprint asks for no check; a run stored without one
+    (made before fingerprints existed) is compared by workflow only.
+    """
+    if run.start_fingerprint is None:
+        return
+    where = f"run {existing.run_id!r}"
+    if run.run_id != existing.run_id:
+        where += f" (idempotency key {run.idempotency_key!r})"
+    advice = "start it with the same workflow and start event, or use a new run id"
+    if existing.workflow_name != run.workflow_name:
+        raise RunConflictError(
+            existing.run_id,
+            "workflow",
+            f"{where} already exists for workflow {existing.workflow_name!r}, not "
+            f"{run.workflow_name!r}; nothing was written: {advice}",
+        )
+    known = existing.start_fingerprint
+    if known is not None and known != run.start_fingerprint:
+        raise RunConflictError(
+            existing.run_id,
+            "start event",
+            f"{where} of workflow {existing.workflow_name!r} was started with another "
+            f"start event (other start arguments); nothing was written: {advice}",
+        )
+
+
 def new_run_record(run: NewRun, now: datetime) -> RunRecord:
     """The record of a run just created from ``run``."""
     return RunRecord(
@@ -124,6 +160,7 @@ def new_run_record(run: NewRun, now: datetime) -> RunRecord:
         created_at=now,
         updated_at=now,
         deadline_at=run.deadline_at,
+        start_fingerprint=run.start_fingerprint,
     )
 
 
@@ -175,6 +212,7 @@ class InMemoryRunStore:
             other = self._idempotency.get(run.idempotency_key)
             existing = self._runs[other] if other is not None else None
         if existing is not None:
+            check_same_start(existing.record, run)
             return existing.record, False
         record = new_run_record(run, self.clock())
         row = _RunRow(record)

@@ -105,6 +105,19 @@ def test_the_same_run_id_twice_is_one_run(workers: WorkerGroup) -> None:
     assert second.result(timeout=60) == 1
 
 
+def test_the_same_run_id_with_other_start_arguments_is_refused(workers: WorkerGroup) -> None:
+    from celery_workflows.errors import RunConflictError
+
+    p = proj()
+    workers.start("w1")
+    first = p.counter.run(run_id="order-43")
+    with pytest.raises(RunConflictError, match="run 'order-43'"):
+        p.counter.run(run_id="order-43", extra="other")
+    with pytest.raises(RunConflictError, match="run 'order-43'"):
+        p.features.run(run_id="order-43")
+    assert first.result(timeout=60) == 1
+
+
 async def test_cancel_run_ends_a_waiting_run(workers: WorkerGroup) -> None:
     p = proj()
     from celery_workflows.errors import WorkflowCancelledByUser

@@ -19,7 +19,7 @@ from celery_workflows.store.sql.schema import metadata
 pytestmark = pytest.mark.integration
 
 TABLES = {"cw_runs", "cw_deliveries", "cw_journal", "cw_stream"}
-HEAD = "cw0002"
+HEAD = "cw0003"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -154,3 +154,34 @@ def test_cw0002_gives_open_deliveries_of_older_rows_a_publication_time(empty_url
         engine.dispose()
     published = {row.delivery_id: str(row.published_at)[:19] for row in rows}
     assert published == {"later": "2030-01-01 12:05:00", "soon": "2030-01-01 12:00:00"}
+
+
+async def test_cw0003_adds_the_start_fingerprint_and_keeps_existing_runs(empty_url: str) -> None:
+    from celery_workflows.store.base import NewRun
+    from celery_workflows.store.sql import SqlRunStore
+
+    upgrade(empty_url, "cw0002")
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO cw_runs (run_id, workflow_name, status, created_at, updated_at)"
+                    " VALUES ('old', 'wf', 'running', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(empty_url)
+        store = SqlRunStore(empty_url)
+        try:
+            record, created = await store.create_run(
+                NewRun("old", "wf", {}, {}, start_fingerprint="f1"), []
+            )
+            assert not created and record.start_fingerprint is None
+        finally:
+            await store.close()
+        downgrade(empty_url, "cw0002")
+        assert current(empty_url) == "cw0002"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT run_id FROM cw_runs")).scalar_one() == "old"
+    finally:
+        engine.dispose()

@@ -29,3 +29,18 @@ def test_each_workflow_instance_gets_its_own_binding_and_steps_one_task(tmp_path
     assert tasks == [f"celery_workflows.step:{instances[0].workflow_name}.only"]
     # What a new worker process registers: one workflow per name, not every instance.
     assert list(runtime._workflows.values()) == [instances[0]]
+
+
+def test_the_state_limit_is_configurable_on_the_runtime_and_ten_megabytes_by_default(
+    tmp_path: Path,
+) -> None:
+    from celery_workflows.store.sql import SqlRunStore
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    default = CeleryRuntime(Celery("default", broker="memory://"), database_url=url)
+    limited = CeleryRuntime(
+        Celery("limited", broker="memory://"), database_url=url, max_state_bytes=5000
+    )
+    for runtime, limit in ((default, 10_000_000), (limited, 5000)):
+        assert isinstance(runtime.store, SqlRunStore)
+        assert runtime.store.max_state_bytes == limit

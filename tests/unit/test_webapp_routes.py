@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from celery_workflows.errors import RunNotFoundError, StoreUnavailableError, WorkflowRuntimeError
+from celery_workflows.errors import (
+    InvalidMessageError,
+    RunConflictError,
+    RunNotFoundError,
+    StoreUnavailableError,
+    WorkflowRuntimeError,
+)
 from celery_workflows.events import Event, StopEvent, WorkflowCancelledEvent
 from celery_workflows.examples.webapp.app import (
     KEEPALIVE,
@@ -227,6 +233,24 @@ def test_start_run_answers_400_when_the_workflow_refuses_the_start_arguments(
         "error": "Failed creating a start event of type 'Start'",
         "run_id": "r1",
     }
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status"),
+    [
+        (RunConflictError("r1", "start event", "run 'r1' ... another start event"), 409),
+        (InvalidMessageError("run 'r1' step 's', start event StartEvent field x: nan"), 400),
+    ],
+)
+def test_start_run_answers_409_for_a_run_id_started_otherwise_and_400_for_bad_input(
+    api: RunsApi, workflow: FakeWorkflow, refusal: Exception, status: int
+) -> None:
+    workflow.refuse = refusal
+
+    response = respond(api, "POST", "/runs", b'{"run_id": "r1", "x": NaN}')
+
+    assert response.status == status
+    assert response.payload == {"error": str(refusal), "run_id": "r1"}
 
 
 def test_start_run_answers_503_naming_the_run_when_the_broker_is_down(

@@ -4,7 +4,8 @@ Routes (JSON in, JSON out):
 
 - ``POST /runs``: the body (a JSON object) becomes the run's start arguments; answers
   ``202 {"run_id": ...}`` at once, the run goes on in the Celery workers. A ``run_id`` in
-  the body makes the start idempotent: posting it again attaches to the same run.
+  the body makes the start idempotent: posting it again with the same arguments attaches
+  to the same run; with other arguments the answer is ``409``.
 - ``GET /runs/<id>``: ``{"run_id", "status"}``, plus ``result`` once completed or
   ``error`` once failed or cancelled.
 - ``GET /runs/<id>/events``: Server-Sent Events, one ``data: {"type": ..., "data": ...}``
@@ -41,7 +42,10 @@ from urllib.parse import unquote, urlsplit
 from pydantic_core import to_jsonable_python
 
 from celery_workflows.errors import (
+    InvalidMessageError,
+    RunConflictError,
     RunNotFoundError,
+    StateValidationError,
     StoreUnavailableError,
     WorkflowRuntimeError,
     WorkflowValidationError,
@@ -333,7 +337,14 @@ class RunsApi:
         run_id = params.pop("run_id", None) or uuid.uuid4().hex
         try:
             handler = self.workflow.run(run_id=run_id, **params)
-        except (WorkflowRuntimeError, WorkflowValidationError) as exc:
+        except RunConflictError as exc:
+            return Response.error(HTTPStatus.CONFLICT, str(exc), run_id=run_id)
+        except (
+            WorkflowRuntimeError,
+            WorkflowValidationError,
+            InvalidMessageError,
+            StateValidationError,
+        ) as exc:
             return Response.error(HTTPStatus.BAD_REQUEST, str(exc), run_id=run_id)
         except StoreUnavailableError:
             raise

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine
 from sqlalchemy import exc as sa_exc
@@ -32,16 +32,38 @@ __all__ = ["Database", "masked_url"]
 T = TypeVar("T")
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
+#: Query parameters that carry a secret (libpq takes ``password`` and ``sslpassword``).
+_SECRET_PARAM = re.compile(r"pass(word|wd)|^pwd$|secret|token", re.IGNORECASE)
 
 
 def masked_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***`` (also for URLs that do not parse)."""
+    """The URL with its secrets replaced by ``***``: the password in the user part and
+    query parameters such as ``?password=`` (also for URLs that do not parse)."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return _PASSWORD.sub(r"\1***@", url)
+        parsed = url
+    else:
+        try:
+            parsed = make_url(url)
+        except sa_exc.ArgumentError:
+            return _QUERY_PARAM.sub(_mask_param, _PASSWORD.sub(r"\1***@", url))
+    query = {k: "***" if _SECRET_PARAM.search(k) else v for k, v in parsed.query.items()}
+    # Not URL-quoted: "***" reads as a mask, "%2A%2A%2A" would not.
+    return parsed.set(query={}).render_as_string(hide_password=True) + _query_text(query)
+
+
+def _query_text(query: dict[str, Any]) -> str:
+    pairs = [
+        f"{key}={item}"
+        for key, value in sorted(query.items())
+        for item in (value if isinstance(value, tuple) else (value,))
+    ]
+    return "?" + "&".join(pairs) if pairs else ""
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    separator, key, value = match.groups()
+    return f"{separator}{key}={'***' if _SECRET_PARAM.search(key) else value}"
 
 
 class Database:

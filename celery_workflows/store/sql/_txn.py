@@ -27,7 +27,7 @@ from celery_workflows.store.base import (
     RunStatus,
     first_published_at,
 )
-from celery_workflows.store.sql._codec import EncodedJson, encode
+from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import TxnThread
 from celery_workflows.store.sql.queries import delivery_from_row, run_from_row
@@ -43,8 +43,11 @@ _Write = tuple[Any, Any, Fence | None]
 class SqlRunTxn:
     """A transaction holding one run's row lock; see ``RunTxn`` for the contract."""
 
-    def __init__(self, db: Database, thread: TxnThread, run_id: str) -> None:
+    def __init__(
+        self, db: Database, thread: TxnThread, run_id: str, *, max_state_bytes: int | None = None
+    ) -> None:
         self._db = db
+        self._max_state_bytes = max_state_bytes
         self._q = db.queries
         self._thread = thread
         self._run_id = run_id
@@ -140,8 +143,11 @@ class SqlRunTxn:
         self._journal[(journal_id, index)] = (row, JournalMark(journal_id, index, result))
 
     def set_state(self, state: Any) -> None:
-        """Replace the run's state at commit (encoded now: a bad value fails here)."""
-        self._values["state"] = self._encode(state, "state")
+        """Replace the run's state at commit (encoded now: a bad or oversize value fails
+        here, and the transaction keeps the state it had)."""
+        encoded = self._encode(state, "state")
+        check_state_size(encoded, self._max_state_bytes, self._run_id)
+        self._values["state"] = encoded
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         """Replace the run's meta at commit."""

@@ -7,11 +7,16 @@ database. From a shell::
 
     python -m celery_workflows.store.sql upgrade postgresql+psycopg://db.example/proj
     python -m celery_workflows.store.sql downgrade sqlite:///runs.db base
+    CELERY_WORKFLOWS_DATABASE_URL=... python -m celery_workflows.store.sql upgrade
+
+With no URL on the command line, the URL comes from ``CELERY_WORKFLOWS_DATABASE_URL``
+(the variable the runtime reads), so a password need not appear in a process listing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,8 +32,10 @@ from celery_workflows.errors import StoreUnavailableError
 from celery_workflows.store.sql._db import masked_url
 from celery_workflows.store.sql.dialects import WRITE_OPTION, dialect_for, normalize_url
 
-__all__ = ["VERSION_TABLE", "current", "downgrade", "main", "upgrade"]
+__all__ = ["DATABASE_URL_ENV", "VERSION_TABLE", "current", "downgrade", "main", "upgrade"]
 
+#: The environment variable that holds the database URL when none is given.
+DATABASE_URL_ENV = "CELERY_WORKFLOWS_DATABASE_URL"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "cw_alembic_version"
 # Arbitrary constant: the key of the PostgreSQL advisory lock held while migrating.
@@ -107,29 +114,47 @@ def _unavailable(database_url: str | URL, exc: sa_exc.DBAPIError) -> StoreUnavai
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``upgrade URL [REVISION]``, ``downgrade URL REVISION``, ``current URL``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m celery_workflows.store.sql",
-        description="Migrate the celery_workflows run store schema.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upgrade", help="migrate to a revision (default: head)")
-    up.add_argument("url")
-    up.add_argument("revision", nargs="?", default="head")
-    down = sub.add_parser("downgrade", help="migrate down to a revision ('base' = empty)")
-    down.add_argument("url")
-    down.add_argument("revision")
-    cur = sub.add_parser("current", help="print the current revision")
-    cur.add_argument("url")
+    """Command line: ``upgrade [URL] [REVISION]``, ``downgrade [URL] REVISION``,
+    ``current [URL]``; without URL, ``CELERY_WORKFLOWS_DATABASE_URL`` is used."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "upgrade" and args.url and "://" not in args.url and args.revision == "head":
+        # `upgrade REVISION`: a lone argument that is no URL is the revision.
+        args.url, args.revision = None, args.url
+    url = args.url or os.environ.get(DATABASE_URL_ENV)
+    if not url:
+        print(
+            f"error: no database URL: give one (`{args.command} URL ...`) or set "
+            f"{DATABASE_URL_ENV}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.command == "upgrade":
-            upgrade(args.url, args.revision)
+            upgrade(url, args.revision)
         elif args.command == "downgrade":
-            downgrade(args.url, args.revision)
+            downgrade(url, args.revision)
         else:
-            print(current(args.url) or "base")
+            print(current(url) or "base")
     except StoreUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m celery_workflows.store.sql",
+        description="Migrate the celery_workflows run store schema. Without URL, the URL "
+        f"comes from the {DATABASE_URL_ENV} environment variable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="migrate to a revision (default: head)")
+    up.add_argument("url", nargs="?")
+    up.add_argument("revision", nargs="?", default="head")
+    down = sub.add_parser("downgrade", help="migrate down to a revision ('base' = empty)")
+    down.add_argument("url", nargs="?")
+    down.add_argument("revision")
+    cur = sub.add_parser("current", help="print the current revision")
+    cur.add_argument("url", nargs="?")
+    return parser

@@ -223,6 +223,7 @@ def run_from_row(row: Row[Any]) -> RunRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         deadline_at=row.deadline_at,
+        start_fingerprint=row.start_fingerprint,
     )
 
 

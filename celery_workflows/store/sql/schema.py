@@ -93,6 +93,8 @@ runs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("deadline_at", UtcDateTime),
+    # Digest of the start (see NewRun): a run id started again must match it.
+    Column("start_fingerprint", String(64)),
     Index(None, "status"),
 )
 

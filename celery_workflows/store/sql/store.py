@@ -36,15 +36,19 @@ from celery_workflows.store.base import (
     StreamEntry,
     utcnow,
 )
-from celery_workflows.store.memory import claim_outcome, new_run_record
-from celery_workflows.store.sql._codec import EncodedJson, encode
+from celery_workflows.store.memory import check_same_start, claim_outcome, new_run_record
+from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
 from celery_workflows.store.sql._txn import SqlRunTxn, delivery_rows
 from celery_workflows.store.sql.migrate import upgrade
 from celery_workflows.store.sql.queries import delivery_from_row, run_from_row, stream_from_row
 
-__all__ = ["SqlRunStore"]
+__all__ = ["DEFAULT_MAX_STATE_BYTES", "SqlRunStore"]
+
+#: The default largest state, as JSON: every edit reads, decodes, encodes and writes the
+#: whole state, so a state that keeps growing makes every later edit slower.
+DEFAULT_MAX_STATE_BYTES = 10_000_000
 
 T = TypeVar("T")
 
@@ -60,7 +64,9 @@ class SqlRunStore:
     is back. ``busy_timeout_s`` is the
     longest wait for a run's lock before StoreUnavailableError. Timestamps come from
     ``clock`` (this process's UTC clock by default), so hosts sharing a database should
-    keep their clocks in sync.
+    keep their clocks in sync. ``max_state_bytes`` is the largest state (as JSON) a run
+    may keep: a write over it raises StateValidationError and changes nothing (None: no
+    limit; default 10 MB).
     """
 
     json_payloads = True
@@ -74,7 +80,9 @@ class SqlRunStore:
         pool_size: int = 10,
         max_overflow: int = 20,
         clock: Callable[[], datetime] = utcnow,
+        max_state_bytes: int | None = DEFAULT_MAX_STATE_BYTES,
     ) -> None:
+        self.max_state_bytes = max_state_bytes
         self._db = Database(
             url,
             busy_timeout_s=busy_timeout_s,
@@ -100,12 +108,14 @@ class SqlRunStore:
     ) -> tuple[RunRecord, bool]:
         """Create the run and its deliveries, or return the existing run and False."""
         now = self._db.clock()
+        state = _encoded(run.state, "state", run.run_id)
+        check_state_size(state, self.max_state_bytes, run.run_id)
         values = {
             "run_id": run.run_id,
             "workflow_name": run.workflow_name,
             "code_version": run.code_version,
             "status": "running",
-            "state": _encoded(run.state, "state", run.run_id),
+            "state": state,
             "meta": encode(run.meta, "meta", run.run_id),
             "result": None,
             "error": None,
@@ -115,6 +125,7 @@ class SqlRunStore:
             "created_at": now,
             "updated_at": now,
             "deadline_at": run.deadline_at,
+            "start_fingerprint": run.start_fingerprint,
         }
         rows = delivery_rows(run.run_id, deliveries, 0, now)
 
@@ -123,7 +134,9 @@ class SqlRunStore:
                 if rows:
                     conn.execute(self._q.insert_deliveries, rows)
                 return new_run_record(run, now), True
-            return self._existing_run(conn, run), False
+            existing = self._existing_run(conn, run)
+            check_same_start(existing, run)  # raises: the transaction rolls back
+            return existing, False
 
         return await self._transaction(txn, write=True)
 
@@ -149,7 +162,7 @@ class SqlRunStore:
     async def _locked(self, run_id: str, fence: Fence | None) -> AsyncIterator[SqlRunTxn]:
         async with self._local.hold(run_id):
             thread = self._threads.acquire()
-            txn = SqlRunTxn(self._db, thread, run_id)
+            txn = SqlRunTxn(self._db, thread, run_id, max_state_bytes=self.max_state_bytes)
             try:
                 await thread.run(lambda: self._with_schema(lambda: txn.begin(fence)))
                 yield txn

@@ -73,7 +73,13 @@ class CeleryRuntime(BaseRuntime):
         lease_seconds: how long a step attempt owns its delivery without a heartbeat.
         heartbeat_seconds: how often a running step extends its lease.
         sweep_interval: how often each worker looks for deliveries to publish again.
-        stale_after: seconds after which a pending, published delivery is published again.
+        stale_after: seconds after which a pending delivery whose queue is empty is
+            presumed to have lost its message and is published again.
+
+    The timing defaults are chosen together: a SIGKILLed worker's running step is run
+    again within ``lease_seconds + sweep_interval`` (7 s) and the messages it had
+    prefetched within ``stale_after + sweep_interval`` (6 s), under the 10 s the crash
+    tests hold them to; three heartbeats fit in a lease, so one slow beat loses nothing.
         max_crashes: attempts that died without a result before a delivery is poison.
         max_event_bytes: largest event (as JSON) a step may emit; a larger one fails
             the step, naming run, step and event type. None: no limit.
@@ -89,10 +95,10 @@ class CeleryRuntime(BaseRuntime):
         app: Celery,
         database_url: str | None = None,
         *,
-        lease_seconds: float = 15.0,
-        heartbeat_seconds: float = 5.0,
+        lease_seconds: float = 6.0,
+        heartbeat_seconds: float = 2.0,
         sweep_interval: float = 1.0,
-        stale_after: float = 10.0,
+        stale_after: float = 5.0,
         max_crashes: int = 3,
         max_event_bytes: int | None = 1_000_000,
         max_state_bytes: int | None = DEFAULT_MAX_STATE_BYTES,

@@ -82,3 +82,25 @@ def test_a_kill_between_completion_commit_and_publish_is_recovered(
     elapsed = time.time() - float(marker.read_text())
     print(f"\nrun done {elapsed:.2f}s after the kill at the fault point")
     assert elapsed < RECOVERY_LIMIT_S
+
+
+def test_default_timings_rerun_a_killed_workers_step_within_10_seconds(
+    workers: WorkerGroup,
+) -> None:
+    p = proj()
+    workers.env["CW_TEST_DEFAULT_TIMINGS"] = "1"  # the workers sweep with the defaults
+    try:
+        workers.start("w1", concurrency=1)
+        workers.start("w2", concurrency=1)
+    finally:
+        del workers.env["CW_TEST_DEFAULT_TIMINGS"]
+    handler = p.slow.run(hold="before")
+    flag = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{handler.run_id}.before"
+    wait_until(flag.exists, 60, "the middle step to hold")
+    killed_at = kill_holder(workers, flag)
+    wait_until(lambda: attempts(p, handler.run_id, "middle") >= 2, 30, "a second attempt")
+    recovery = time.monotonic() - killed_at
+    assert handler.result(timeout=60) == "done", workers.log_tail()
+    assert asyncio.run(handler.ctx.store.get_state()).steps == 3
+    print(f"\nrecovery after kill with default timings: {recovery:.2f}s")
+    assert recovery < RECOVERY_LIMIT_S

@@ -177,12 +177,26 @@ class StopEvent(Event):
         return str(self._result)
 
 
+#: Longest exception message a record keeps: a failure must always be storable, whatever
+#: its message (a step that raised with a whole document in it still fails cleanly).
+MAX_ERROR_MESSAGE_CHARS = 4000
+
+
+def truncated_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """``message``, cut to ``limit`` characters with a note saying how much was dropped."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}... [truncated {len(message) - limit} characters]"
+
+
 def _dump_exception(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, UnreconstructedException) and exc.original_type is not None:
         # Write the original record again, so a stand-in that crosses another boundary
         # still names the type it stands for (and its message is not wrapped twice).
-        return {"exception_type": exc.original_type, "exception_message": exc.original_message}
-    return {"exception_type": qualified_name(type(exc)), "exception_message": str(exc)}
+        name, message = exc.original_type, exc.original_message
+    else:
+        name, message = qualified_name(type(exc)), str(exc)
+    return {"exception_type": name, "exception_message": truncated_message(message)}
 
 
 class UnreconstructedException(Exception):
@@ -192,11 +206,11 @@ class UnreconstructedException(Exception):
     and classes registered on the serializer are rebuilt, because a name read from data is
     never imported. Any other name (or a class that refuses ``cls(message)``) gives this
     stand-in: ``original_type`` and ``original_message`` keep what the record said, and
-    the message reads ``"<original type>: <original message>"``.
+    ``str()`` is the original message, as upstream's stand-in gives it.
     """
 
     def __init__(self, message: str, *, original_type: str | None = None) -> None:
-        super().__init__(f"{original_type}: {message}" if original_type else message)
+        super().__init__(message)
         self.original_type = original_type
         self.original_message = message
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from .._serializers import JsonSerializer, record_name
 from ..context.state_store import DictState, copy_for_edit
 from ..errors import InvalidMessageError, StateValidationError
-from ..events import Event, _dump_exception, _load_exception
+from ..events import Event, _dump_exception, _load_exception, truncated_message
 from ..store.base import NewDelivery
 from .json_rules import find_unstorable
 
@@ -121,7 +121,14 @@ class JsonCodec:
         if found is not None:
             where, why = found
             raise InvalidMessageError(f"event {type(event).__name__} field {where}: {why}")
-        data = self.serializer.serialize_value(event)
+        try:
+            data = self.serializer.serialize_value(event)
+        except (ValueError, RecursionError) as exc:
+            # pydantic's depth limit (or Python's): the value cannot become JSON.
+            raise InvalidMessageError(
+                f"event {type(event).__name__} cannot be stored as JSON: it is nested too "
+                f"deep or not serializable ({truncated_message(str(exc), 200)})"
+            ) from exc
         _check_json(data, f"event {type(event).__name__}")
         if self.max_event_bytes is not None:
             size = len(json.dumps(data))

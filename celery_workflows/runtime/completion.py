@@ -23,6 +23,7 @@ from ..events import (
     StepStateChanged,
     StopEvent,
     WorkflowFailedEvent,
+    truncated_message,
 )
 from ..store.base import DeliveryRecord, NewDelivery, RunTxn, utcnow
 from .binding import Binding
@@ -108,6 +109,14 @@ def _empty_fan_outs(binding: Binding, delivery: DeliveryRecord, result: Any) -> 
     ]
 
 
+def release_timed_out_waiter(meta: dict[str, Any], delivery: DeliveryRecord) -> None:
+    """Remove the waiter that ``delivery`` (its timeout) marked, in its completion."""
+    if "timeout_of" in delivery.extra and meta.get("waiters"):
+        meta["waiters"] = [
+            w for w in meta["waiters"] if w.get("timing_out") != delivery.delivery_id
+        ]
+
+
 def _timeout_delivery(delivery: DeliveryRecord, waiter: dict[str, Any]) -> NewDelivery:
     """Re-runs the waiting step when the wait times out (dropped if the wait ended)."""
     due = utcnow() + timedelta(seconds=float(waiter["timeout"]))
@@ -173,6 +182,7 @@ class Completer:
         rest = [o for o in outputs if not isinstance(o.event, StopEvent)]
         async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
             meta = copy_meta(txn.run.meta)
+            release_timed_out_waiter(meta, delivery)
             for i, out in enumerate(rest):
                 if isinstance(out.event, InputRequiredEvent):
                     await txn.append_stream(
@@ -241,6 +251,22 @@ class Completer:
     async def _failed(
         self, binding: Binding, delivery: DeliveryRecord, spec: StepSpec, exc: BaseException
     ) -> None:
+        try:
+            await self._settle_failure(binding, delivery, spec, exc)
+        except (InvalidMessageError, StateValidationError) as unstorable:
+            # The failure itself cannot be stored (an exception whose fields are not
+            # JSON, or too large): the run fails with a plain description of it instead
+            # of the delivery staying running and its body running again and again.
+            plain = InvalidMessageError(
+                f"run {delivery.run_id!r} step {delivery.step!r} failed with "
+                f"{type(exc).__name__}, which cannot be stored: {unstorable}"
+            )
+            await self._fail_run(binding, delivery, plain, 1, 0.0)
+
+    async def _settle_failure(
+        self, binding: Binding, delivery: DeliveryRecord, spec: StepSpec, exc: BaseException
+    ) -> None:
+        """Retry the step, hand the failure to @catch_error, or fail the run."""
         now = utcnow()
         retry = dict(delivery.extra.get("retry") or {})
         failures = int(retry.get("count", 0)) + 1
@@ -298,6 +324,7 @@ class Completer:
         )
         async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
             meta = copy_meta(txn.run.meta)
+            release_timed_out_waiter(meta, delivery)
             used = meta.setdefault("recoveries", {}).get(handler.name, 0)
             if used >= handler.catch_error_max_recoveries:
                 return False
@@ -319,7 +346,11 @@ class Completer:
     ) -> None:
         codec = binding.codec
         log.warning(
-            "run %s step %s failed: %s: %s", delivery.run_id, delivery.step, type(exc).__name__, exc
+            "run %s step %s failed: %s: %s",
+            delivery.run_id,
+            delivery.step,
+            type(exc).__name__,
+            truncated_message(str(exc)),
         )
         error = {**codec.encode_error(exc), "kind": "step", "step": delivery.step}
         event = WorkflowFailedEvent(

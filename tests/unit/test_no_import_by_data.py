@@ -155,7 +155,8 @@ def test_an_unknown_exception_degrades_keeping_its_type_name_and_message(trap: T
     exc = codec.decode_error({"exception_type": trap.name("Boom"), "exception_message": "m"})
     assert isinstance(exc, UnreconstructedException)
     assert exc.original_type == trap.name("Boom")
-    assert trap.name("Boom") in str(exc) and "m" in str(exc)
+    assert str(exc) == "m"  # as upstream's stand-in: the message alone
+    assert trap.name("Boom") in repr(exc)
     assert not trap.imported
 
 

@@ -45,6 +45,7 @@ from ..store.base import (
 from .binding import Binding, bind
 from .codec import start_fingerprint
 from .completion import Completer, Outcome, step_state
+from .faults import fault_point
 from .invoke import call_step
 from .routing import Output
 from .step_context import CollectNeeded, Invocation, StepSuspended, match_collect
@@ -217,8 +218,21 @@ class Engine:
         again a little later instead.
         """
         claim = await self.store.claim(
-            delivery_id, lease_seconds=self.lease_seconds, max_running=max_running
+            delivery_id,
+            lease_seconds=self.lease_seconds,
+            max_running=max_running,
+            workflow_name=workflow_name,
         )
+        if claim.outcome == "wrong_workflow":
+            # A message whose task names another workflow than the run's (a forged or
+            # misrouted one): that workflow's code must not run on this run.
+            log.error(
+                "refused a message for delivery %r: its task names workflow %r, not the "
+                "run's; the delivery is left as it was",
+                delivery_id,
+                workflow_name,
+            )
+            return
         if claim.outcome == "busy" and claim.delivery is not None:
             await self._later(claim.delivery)
             return
@@ -306,24 +320,34 @@ class Engine:
             log.info("completion of %s refused: %s", delivery.delivery_id, exc)
 
     async def _waiter_timed_out(self, delivery: DeliveryRecord) -> bool:
-        """For a wait_for_event timeout delivery: True (and done) if the wait already ended."""
+        """For a wait_for_event timeout delivery: True (and done) if the wait already ended.
+
+        Otherwise the waiter is marked as timing out (no event resumes it any more) and
+        stays until this delivery's completion removes it: an attempt killed before that
+        leaves the mark, and the next attempt, seeing its own mark, runs the step again.
+        """
         marker = delivery.extra.get("timeout_of")
         if marker is None:
             return False
         async with self.store.locked(delivery.run_id, delivery.fence) as txn:
             meta = dict(txn.run.meta)
-            waiters = list(meta.get("waiters", []))
+            waiters = [dict(w) for w in meta.get("waiters", [])]
             match = [
                 w
                 for w in waiters
                 if w["waiter_id"] == marker["waiter_id"] and w["journal_id"] == marker["journal_id"]
             ]
-            if match:
-                meta["waiters"] = [w for w in waiters if w not in match]
+            if not match:
+                txn.finish_delivery(delivery.fence, "done")
+                return True
+            if any(w.get("timing_out") != delivery.delivery_id for w in match):
+                for w in match:
+                    w["timing_out"] = delivery.delivery_id
+                meta["waiters"] = waiters
                 txn.set_meta(meta)
-                return False
-            txn.finish_delivery(delivery.fence, "done")
-            return True
+        # Crash tests kill the worker here: the waiter is marked, the step not yet re-run.
+        fault_point("after_wait_timeout_mark")
+        return False
 
     async def _run(self, binding: Binding, delivery: DeliveryRecord, event: Event) -> Outcome:
         from ..context.context import Context

@@ -154,6 +154,7 @@ class Router:
             w
             for w in waiters
             if w["waiting_for"] == name
+            and "timing_out" not in w  # its timeout is re-running the step
             and _matches_requirements(event, w.get("requirements") or {})
         ]
         for w in matched:

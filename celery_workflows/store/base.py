@@ -21,7 +21,9 @@ from typing import Any, Literal, Protocol
 
 RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 DeliveryStatus = Literal["pending", "running", "done", "failed", "cancelled"]
-ClaimOutcome = Literal["claimed", "done", "not_due", "busy", "leased", "run_finished", "missing"]
+ClaimOutcome = Literal[
+    "claimed", "done", "not_due", "busy", "leased", "run_finished", "missing", "wrong_workflow"
+]
 
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 OPEN_DELIVERY_STATUSES: frozenset[str] = frozenset({"pending", "running"})
@@ -268,7 +270,12 @@ class RunStore(Protocol):
         ...
 
     async def claim(
-        self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
+        self,
+        delivery_id: str,
+        *,
+        lease_seconds: float,
+        max_running: int | None = None,
+        workflow_name: str | None = None,
     ) -> Claim:
         """Start a new attempt of a delivery.
 
@@ -277,7 +284,9 @@ class RunStore(Protocol):
         may start while another holds an ``edit_state()``); it serializes with fenced
         writes of the same delivery instead, so a superseded attempt's write is refused.
         ``max_running`` caps the running deliveries of the same step in the same run
-        (``num_workers``); over it the outcome is ``busy``.
+        (``num_workers``); over it the outcome is ``busy``. ``workflow_name`` is what the
+        message says the run is; a run of another workflow gives ``wrong_workflow`` and
+        nothing changes (another workflow's code must never run on a run).
         """
         ...
 

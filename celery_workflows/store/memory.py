@@ -246,7 +246,12 @@ class InMemoryRunStore:
     # -- deliveries
 
     async def claim(
-        self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
+        self,
+        delivery_id: str,
+        *,
+        lease_seconds: float,
+        max_running: int | None = None,
+        workflow_name: str | None = None,
     ) -> Claim:
         """Start a new attempt of a delivery (see the protocol).
 
@@ -258,6 +263,8 @@ class InMemoryRunStore:
         if delivery is None:
             return Claim("missing")
         row = self._runs[delivery.run_id]
+        if workflow_name is not None and row.record.workflow_name != workflow_name:
+            return Claim("wrong_workflow", delivery)
         now = self.clock()
         busy = 0 if max_running is None else self._live_running(row, delivery, now)
         outcome = claim_outcome(delivery, row.record.finished, now, busy, max_running)

@@ -377,6 +377,21 @@ async def test_claim_of_a_pending_delivery_starts_attempt_one_with_a_lease(
     assert await store.get_delivery("d1") == delivery
 
 
+@pytest.mark.parametrize("max_running", [None, 2])
+async def test_claim_for_another_workflow_than_the_runs_changes_nothing(
+    store: RunStore, max_running: int | None
+) -> None:
+    await start(store)
+    before = await store.get_delivery("d1")
+    refused = await store.claim(
+        "d1", lease_seconds=30, max_running=max_running, workflow_name="someone_else"
+    )
+    assert refused.outcome == "wrong_workflow"
+    assert await store.get_delivery("d1") == before  # still pending, attempt 0
+    claimed = await store.claim("d1", lease_seconds=30, max_running=max_running, workflow_name="wf")
+    assert claimed.outcome == "claimed"
+
+
 async def test_claim_of_a_done_delivery_reports_done(store: RunStore) -> None:
     await start(store)
     d1 = await claim(store, "d1")

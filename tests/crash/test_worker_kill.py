@@ -104,3 +104,22 @@ def test_default_timings_rerun_a_killed_workers_step_within_10_seconds(
     assert asyncio.run(handler.ctx.store.get_state()).steps == 3
     print(f"\nrecovery after kill with default timings: {recovery:.2f}s")
     assert recovery < RECOVERY_LIMIT_S
+
+
+def test_a_kill_after_a_wait_timeout_marked_its_waiter_leaves_no_run_stuck(
+    workers: WorkerGroup, tmp_path: Path
+) -> None:
+    p = proj()
+    marker = tmp_path / "fault.fired"
+    workers.env["CELERY_WORKFLOWS_FAULT"] = f"after_wait_timeout_mark:{marker}"
+    try:
+        workers.start("w1", concurrency=1)
+    finally:
+        del workers.env["CELERY_WORKFLOWS_FAULT"]
+    handler = p.timed_ask.run(wait=1)
+    wait_until(marker.exists, 60, "the timeout to mark its waiter and the worker to die")
+    # The next attempt of the timeout delivery finds its own mark and re-runs the step.
+    assert handler.result(timeout=60) == "timed out", workers.log_tail()
+    assert asyncio.run(handler.ctx.store.get("asked")) == 1  # the edit before the wait: once
+    run = p.runtime.get_run(handler.run_id)
+    assert (run.status, run.meta.get("waiters")) == ("completed", [])

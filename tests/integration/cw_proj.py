@@ -97,6 +97,20 @@ class Ask(Workflow):
         return StopEvent(result=f"hello {answer.response}")
 
 
+class TimedAsk(Workflow):
+    """An edit, then a wait that times out: the step runs again and ends the run."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        async with ctx.store.edit_state() as state:
+            state["asked"] = state.get("asked", 0) + 1
+        try:
+            answer = await ctx.wait_for_event(HumanResponseEvent, timeout=float(ev.get("wait", 1)))
+        except TimeoutError:
+            return StopEvent(result="timed out")
+        return StopEvent(result=f"hello {answer.response}")
+
+
 class Tally(BaseModel):
     steps: int = 0
     hold: str = ""
@@ -269,4 +283,5 @@ sleepy = Sleepy(runtime=runtime, timeout=1.5)
 limited = Limited(runtime=runtime, timeout=120)
 fan_out = FanOut(runtime=runtime, timeout=120)
 ask = Ask(runtime=runtime, timeout=120)
+timed_ask = TimedAsk(runtime=runtime, timeout=120)
 slow = Slow(runtime=runtime, timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workers import WorkerGroup
+from workers import WorkerGroup, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -277,3 +277,20 @@ async def test_many_runs_at_once_over_two_worker_processes_are_each_exact(
     assert results == [{"count": 8, "total": 28}] * 10, workers.log_tail()
     for handler in handlers:
         assert await handler.ctx.store.get("edits") == 8
+
+
+def test_a_message_naming_another_workflow_than_the_runs_is_refused(
+    workers: WorkerGroup,
+) -> None:
+    from celery_workflows.celery import task_name
+
+    p = proj()
+    handler = p.counter.run()  # its message waits: no worker yet
+    (delivery,) = asyncio.run(p.runtime.store.list_deliveries(handler.run_id))
+    # A forged message: the Poison workflow's step (it kills its worker) on Counter's run.
+    p.app.send_task(task_name(p.poison.workflow_name, "die"), args=[delivery.delivery_id])
+    workers.start("w1", concurrency=1)
+    assert handler.result(timeout=60) == 1, workers.log_tail()
+    wait_until(lambda: "refused a message" in workers.log_tail(200), 30, "the refusal log line")
+    log = workers.log_tail(200)
+    assert "signal 9" not in log and "WorkerLostError" not in log  # Poison's body never ran

@@ -134,7 +134,8 @@ class PgHotPath:
         )
         columns = ", ".join(f"d.{c.name}" for c in deliveries.c)
         self.claim_facts = (
-            f"SELECT {columns}, r.status AS run_status, {live_running} AS live_running "
+            f"SELECT {columns}, r.status AS run_status, r.workflow_name AS run_workflow, "
+            f"{live_running} AS live_running "
             f"FROM {d} AS d JOIN {runs.name} AS r ON r.run_id = d.run_id "
             "WHERE d.delivery_id = %(p_id)s"
         )
@@ -144,6 +145,7 @@ class PgHotPath:
             "lease_expires_at = %(p_lease)s, updated_at = %(p_now)s "
             f"FROM {runs.name} AS r WHERE d.delivery_id = %(p_id)s AND r.run_id = d.run_id "
             f"AND r.status NOT IN ({_quoted(TERMINAL_RUN_STATUSES)}) "
+            "AND (%(p_workflow)s::TEXT IS NULL OR r.workflow_name = %(p_workflow)s::TEXT) "
             "AND ((d.status = 'pending' AND (d.not_before IS NULL OR d.not_before <= %(p_now)s))"
             " OR (d.status = 'running' AND (d.lease_expires_at IS NULL"
             " OR d.lease_expires_at < %(p_now)s))) "

@@ -46,7 +46,7 @@ class Queries:
         self.select_run_by_key: AnySelect = select(runs).where(
             _r.idempotency_key == bindparam("p_key")
         )
-        self.select_run_status: AnySelect = select(_r.status).where(
+        self.select_run_status: AnySelect = select(_r.status, _r.workflow_name).where(
             _r.run_id == bindparam("p_run_id")
         )
         self.run_exists: AnySelect = select(_r.run_id).where(_r.run_id == bindparam("p_run_id"))

@@ -178,7 +178,12 @@ class SqlRunStore:
     # -- deliveries
 
     async def claim(
-        self, delivery_id: str, *, lease_seconds: float, max_running: int | None = None
+        self,
+        delivery_id: str,
+        *,
+        lease_seconds: float,
+        max_running: int | None = None,
+        workflow_name: str | None = None,
     ) -> Claim:
         """Start a new attempt of a delivery (see ``RunStore.claim``).
 
@@ -190,22 +195,35 @@ class SqlRunStore:
         lease = timedelta(seconds=lease_seconds)
         claim = self._pipelined_claim if self._db.hot is not None else self._claim_txn
         return await self._transaction(
-            lambda conn: claim(conn, delivery_id, lease, max_running), write=True
+            lambda conn: claim(conn, delivery_id, lease, max_running, workflow_name), write=True
         )
 
     def _pipelined_claim(
-        self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None
+        self,
+        conn: Connection,
+        delivery_id: str,
+        lease: timedelta,
+        max_running: int | None,
+        workflow_name: str | None,
     ) -> Claim:
         """``_claim_txn`` in one round trip (PostgreSQL)."""
         assert self._db.hot is not None
         now = self._db.clock()
-        params = {"p_id": delivery_id, "p_now": now, "p_lease": now + lease, "p_max": max_running}
+        params = {
+            "p_id": delivery_id,
+            "p_now": now,
+            "p_lease": now + lease,
+            "p_max": max_running,
+            "p_workflow": workflow_name,
+        }
         found = self._db.hot.claim(conn, params, serialize=max_running is not None)
         if found.row is not None:
             return Claim("claimed", delivery_from_row(found.row))
         if found.facts is None:
             return Claim("missing")
         delivery = delivery_from_row(found.facts)
+        if workflow_name is not None and found.facts.run_workflow != workflow_name:
+            return Claim("wrong_workflow", delivery)
         finished = found.facts.run_status in TERMINAL_RUN_STATUSES
         outcome = claim_outcome(delivery, finished, now, found.facts.live_running, max_running)
         # Claimable when read but not when updated: the run finished or another claim
@@ -213,14 +231,22 @@ class SqlRunStore:
         return Claim("busy" if outcome == "claimed" else outcome, delivery)
 
     def _claim_txn(
-        self, conn: Connection, delivery_id: str, lease: timedelta, max_running: int | None
+        self,
+        conn: Connection,
+        delivery_id: str,
+        lease: timedelta,
+        max_running: int | None,
+        workflow_name: str | None,
     ) -> Claim:
         q = self._q
         row = conn.execute(q.select_delivery_locked, {"p_id": delivery_id}).one_or_none()
         if row is None:
             return Claim("missing")
         delivery = delivery_from_row(row)
-        status = conn.execute(q.select_run_status, {"p_run_id": delivery.run_id}).scalar_one()
+        run = conn.execute(q.select_run_status, {"p_run_id": delivery.run_id}).one()
+        if workflow_name is not None and run.workflow_name != workflow_name:
+            return Claim("wrong_workflow", delivery)
+        status = run.status
         now = self._db.clock()
         busy = 0
         if max_running is not None and delivery.status in OPEN_DELIVERY_STATUSES:

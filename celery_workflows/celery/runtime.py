@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -125,9 +124,9 @@ class CeleryRuntime(BaseRuntime):
         self._background = set()
         self.worker = Worker(self)
         self.sweeper = Sweeper(self)
-        #: Called after a workflow's step tasks were registered (an already running
-        #: in-process worker must learn about them).
-        self.on_register: list[Callable[[], None]] = []
+        #: Workers of this process that run (set by the bootstep): a workflow registered
+        #: after they started must reach their consumers too.
+        self.running_workers: list[Any] = []
         apply_safe_settings(app)
         worker_process_init.connect(self.worker.on_process_init, weak=False)
         # Every worker of the app sweeps, whatever its pool; a worker built before this
@@ -179,8 +178,12 @@ class CeleryRuntime(BaseRuntime):
         for step in workflow._step_specs():
             self._register_task(workflow.workflow_name, step)
         binding = self.engine.register(workflow)
-        for hook in self.on_register:
-            hook()
+        for worker in list(self.running_workers):
+            # Celery's consumer maps task names to handlers when it starts; a task added
+            # later is "unregistered" to it until the map is rebuilt.
+            consumer = getattr(worker, "consumer", None)
+            if consumer is not None and getattr(consumer, "strategies", None) is not None:
+                consumer.update_strategies()
         return binding
 
     def _register_task(self, workflow_name: str, step: str) -> None:

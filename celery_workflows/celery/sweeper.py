@@ -151,19 +151,23 @@ def _queue_size(conn: Any, queue: str) -> int:
 
 
 def sweeper_bootstep(runtime: CeleryRuntime) -> type[Any]:
-    """A worker bootstep that runs ``runtime``'s sweeper for the worker's lifetime."""
+    """A worker bootstep that runs ``runtime``'s sweeper for the worker's lifetime and
+    lets the runtime tell the worker about step tasks registered after it started."""
 
     class CeleryWorkflowsSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
         # After the pool: prefork children are forked before the sweeper thread starts.
         requires = ("celery.worker.components:Pool",)
 
         def start(self, worker: Any) -> None:
+            runtime.running_workers.append(worker)
             runtime.sweeper.start()
 
         def stop(self, worker: Any) -> None:
+            if worker in runtime.running_workers:
+                runtime.running_workers.remove(worker)
             runtime.sweeper.stop()
 
         def shutdown(self, worker: Any) -> None:
-            runtime.sweeper.stop()
+            self.stop(worker)
 
     return CeleryWorkflowsSweeper

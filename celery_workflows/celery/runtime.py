@@ -13,7 +13,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from ..context.context import Context
 from ..handler import WorkflowHandler
@@ -129,6 +129,9 @@ class CeleryRuntime(BaseRuntime):
         self.running_workers: list[Any] = []
         apply_safe_settings(app)
         worker_process_init.connect(self.worker.on_process_init, weak=False)
+        # A prefork child stops its heartbeat thread before it exits (no thread left
+        # submitting database calls while the interpreter shuts down).
+        worker_process_shutdown.connect(self.worker.on_process_shutdown, weak=False)
         # Every worker of the app sweeps, whatever its pool; a worker built before this
         # runtime (rare) does not: see the README.
         app.steps["worker"].add(sweeper_bootstep(self))

@@ -166,6 +166,7 @@ def sweeper_bootstep(runtime: CeleryRuntime) -> type[Any]:
             if worker in runtime.running_workers:
                 runtime.running_workers.remove(worker)
             runtime.sweeper.stop()
+            runtime.worker.stop()  # this process's heartbeats (threads and solo pools)
 
         def shutdown(self, worker: Any) -> None:
             self.stop(worker)

@@ -61,6 +61,10 @@ class Worker:
         self._local = threading.local()
         self._heartbeats = Heartbeats(self.runtime)
 
+    def on_process_shutdown(self, **_: Any) -> None:
+        """Celery signal: a prefork child is exiting."""
+        self.stop()
+
     def stop(self) -> None:
         """Stop this process's heartbeat thread (a worker shutting down, a test ending)."""
         self._heartbeats.stop()

@@ -15,18 +15,12 @@ from typing import Any
 
 import pytest
 import redis
+from services import running
 from workers import WorkerGroup, wait_until
 
 pytestmark = pytest.mark.crash
 
 POOLS = ["prefork", "threads", "solo"]
-
-
-def running_middles(p: Any, handlers: list[Any]) -> int:
-    async def count() -> int:
-        return sum(["middle" in await p.runtime.running_steps(h.run_id) for h in handlers])
-
-    return asyncio.run(count())
 
 
 @pytest.mark.parametrize("pool", POOLS)
@@ -41,7 +35,7 @@ def test_a_new_worker_of_each_pool_finishes_runs_the_broker_lost(
     finally:
         del workers.env["CW_TEST_STEP_SLEEP"]
     handlers: list[Any] = [p.slow.run() for _ in range(4)]
-    wait_until(lambda: running_middles(p, handlers) >= 1, 60, "a middle step running")
+    wait_until(lambda: running(p, handlers, "middle") >= 1, 60, "a middle step running")
     workers.kill(first)
     broker = redis.Redis.from_url(os.environ["CW_TEST_BROKER"])
     try:

@@ -44,11 +44,20 @@ def kill_holder(workers: WorkerGroup, flag: Path) -> float:
     return time.monotonic()
 
 
-@pytest.mark.parametrize("where", ["before", "after"])
-def test_a_killed_worker_costs_nothing(workers: WorkerGroup, where: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "timings"), [("before", "short"), ("after", "short"), ("before", "default")]
+)
+def test_a_killed_worker_costs_nothing(workers: WorkerGroup, where: str, timings: str) -> None:
+    """Short timings keep the suite fast; "default" measures the shipped defaults (the
+    README's recovery figure): the step must run again within 10 s either way."""
     p = proj()
-    workers.start("w1", concurrency=1)
-    workers.start("w2", concurrency=1)
+    if timings == "default":
+        workers.env["CW_TEST_DEFAULT_TIMINGS"] = "1"
+    try:
+        workers.start("w1", concurrency=1)
+        workers.start("w2", concurrency=1)
+    finally:
+        workers.env.pop("CW_TEST_DEFAULT_TIMINGS", None)
     handler = p.slow.run(hold=where)
     flag = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{handler.run_id}.{where}"
     wait_until(flag.exists, 60, f"the middle step to hold {where} its edit")
@@ -58,7 +67,7 @@ def test_a_killed_worker_costs_nothing(workers: WorkerGroup, where: str) -> None
     assert handler.result(timeout=60) == "done", workers.log_tail()
     state = asyncio.run(handler.ctx.store.get_state())
     assert state.steps == 3  # no lost and no doubled edit
-    print(f"\nrecovery after kill ({where} edit): {recovery:.2f}s")
+    print(f"\nrecovery after kill ({where} edit, {timings} timings): {recovery:.2f}s")
     assert recovery < RECOVERY_LIMIT_S
 
 
@@ -82,28 +91,6 @@ def test_a_kill_between_completion_commit_and_publish_is_recovered(
     elapsed = time.time() - float(marker.read_text())
     print(f"\nrun done {elapsed:.2f}s after the kill at the fault point")
     assert elapsed < RECOVERY_LIMIT_S
-
-
-def test_default_timings_rerun_a_killed_workers_step_within_10_seconds(
-    workers: WorkerGroup,
-) -> None:
-    p = proj()
-    workers.env["CW_TEST_DEFAULT_TIMINGS"] = "1"  # the workers sweep with the defaults
-    try:
-        workers.start("w1", concurrency=1)
-        workers.start("w2", concurrency=1)
-    finally:
-        del workers.env["CW_TEST_DEFAULT_TIMINGS"]
-    handler = p.slow.run(hold="before")
-    flag = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{handler.run_id}.before"
-    wait_until(flag.exists, 60, "the middle step to hold")
-    killed_at = kill_holder(workers, flag)
-    wait_until(lambda: attempts(p, handler.run_id, "middle") >= 2, 30, "a second attempt")
-    recovery = time.monotonic() - killed_at
-    assert handler.result(timeout=60) == "done", workers.log_tail()
-    assert asyncio.run(handler.ctx.store.get_state()).steps == 3
-    print(f"\nrecovery after kill with default timings: {recovery:.2f}s")
-    assert recovery < RECOVERY_LIMIT_S
 
 
 def test_a_kill_after_a_wait_timeout_marked_its_waiter_leaves_no_run_stuck(

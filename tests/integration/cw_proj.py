@@ -79,6 +79,7 @@ class FanOut(Workflow):
             state["total"] = state.get("total", 0) + ev.n
             state["edits"] = state.get("edits", 0) + 1
         ctx.write_event_to_stream(Progress(message=f"tick {ev.n}"))
+        await asyncio.sleep(float(os.environ.get("CW_TEST_ADD_SLEEP", "0")))
         return Tock(n=ev.n)
 
     @step

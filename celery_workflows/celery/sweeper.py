@@ -11,7 +11,6 @@ again would only grow the backlog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from datetime import timedelta
@@ -138,16 +137,15 @@ def idle_steps(app: Celery, served: dict[StepKey, str]) -> set[StepKey]:
 
 
 def _queue_size(conn: Any, queue: str) -> int:
-    # A fresh channel: a passive declare of a queue that does not exist closes the
-    # channel on AMQP brokers. A queue that does not exist holds nothing.
-    channel = conn.channel()
+    # The pooled connection's default channel: kombu opens a new one if an AMQP broker
+    # closed it (a passive declare of a missing queue does). A queue that does not exist
+    # holds nothing; any other error means "unknown" and propagates.
     try:
-        return int(channel.queue_declare(queue=queue, passive=True).message_count)
-    except conn.channel_errors:
-        return 0
-    finally:
-        with contextlib.suppress(Exception):  # already closed by the broker
-            channel.close()
+        return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except conn.channel_errors as exc:
+        if "NOT_FOUND" in str(exc) or getattr(exc, "reply_code", None) == 404:
+            return 0
+        raise
 
 
 def sweeper_bootstep(runtime: CeleryRuntime) -> type[Any]:

@@ -196,7 +196,9 @@ def _dump_exception(exc: BaseException) -> dict[str, Any]:
         name, message = exc.original_type, exc.original_message
     else:
         name, message = qualified_name(type(exc)), str(exc)
-    return {"exception_type": name, "exception_message": truncated_message(message)}
+    # A NUL cannot be stored by PostgreSQL: escaped, the failure stays storable.
+    message = truncated_message(message).replace("\x00", "\\x00")
+    return {"exception_type": name, "exception_message": message}
 
 
 class UnreconstructedException(Exception):

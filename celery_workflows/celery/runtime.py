@@ -13,7 +13,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from ..context.context import Context
 from ..handler import WorkflowHandler
@@ -132,11 +132,18 @@ class CeleryRuntime(BaseRuntime):
         # A prefork child stops its heartbeat thread before it exits (no thread left
         # submitting database calls while the interpreter shuts down).
         worker_process_shutdown.connect(self.worker.on_process_shutdown, weak=False)
+        # Threads and solo pools: after a warm shutdown drained the pool (steps still
+        # running keep their leases until they end).
+        worker_shutdown.connect(self.worker.on_process_shutdown, weak=False)
         # Every worker of the app sweeps, whatever its pool; a worker built before this
         # runtime (rare) does not: see the README.
         app.steps["worker"].add(sweeper_bootstep(self))
 
     # --- per-process store and engine ------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread of the parent may have held it)."""
+        self._lock = threading.Lock()
 
     def _ensure(self) -> Engine:
         # Connections and threads do not survive fork(): each worker process builds its own.

@@ -153,6 +153,8 @@ def sweeper_bootstep(runtime: CeleryRuntime) -> type[Any]:
     lets the runtime tell the worker about step tasks registered after it started."""
 
     class CeleryWorkflowsSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
+        # Celery keeps one step per name: each runtime of an app needs its own.
+        name = f"celery_workflows.sweeper.{id(runtime):x}"
         # After the pool: prefork children are forked before the sweeper thread starts.
         requires = ("celery.worker.components:Pool",)
 
@@ -164,7 +166,9 @@ def sweeper_bootstep(runtime: CeleryRuntime) -> type[Any]:
             if worker in runtime.running_workers:
                 runtime.running_workers.remove(worker)
             runtime.sweeper.stop()
-            runtime.worker.stop()  # this process's heartbeats (threads and solo pools)
+
+        def terminate(self, worker: Any) -> None:  # a cold shutdown
+            self.stop(worker)
 
         def shutdown(self, worker: Any) -> None:
             self.stop(worker)

@@ -60,6 +60,8 @@ class Worker:
         """Celery signal: a prefork child started; nothing of the parent's threads is its."""
         self._local = threading.local()
         self._heartbeats = Heartbeats(self.runtime)
+        # The parent's sweeper thread may have held the runtime's lock at fork time.
+        self.runtime.after_fork()
 
     def on_process_shutdown(self, **_: Any) -> None:
         """Celery signal: a prefork child is exiting."""

@@ -128,7 +128,12 @@ def _timeout_delivery(delivery: DeliveryRecord, waiter: dict[str, Any]) -> NewDe
         parent_id=delivery.delivery_id,
         journal_id=waiter["journal_id"],
         not_before=due,
-        extra={**waiter.get("extra", {}), "timeout_of": marker},
+        # The answers of earlier waits come along: the re-run passes them again.
+        extra={
+            **waiter.get("extra", {}),
+            "resolved": waiter.get("resolved", {}),
+            "timeout_of": marker,
+        },
     )
 
 

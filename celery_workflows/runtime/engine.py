@@ -234,7 +234,7 @@ class Engine:
             )
             return
         if claim.outcome == "busy" and claim.delivery is not None:
-            await self._later(claim.delivery)
+            await self._later(claim.delivery, workflow_name)
             return
         if claim.outcome == "missing":
             log.warning("dropped a message for delivery %r: no such delivery", delivery_id)
@@ -272,13 +272,17 @@ class Engine:
             txn.set_status("failed", error=error)
         self.notify(delivery.run_id, finished=True)
 
-    async def _later(self, delivery: DeliveryRecord) -> None:
-        run = await self.store.get_run(delivery.run_id)
+    async def _later(self, delivery: DeliveryRecord, workflow_name: str | None) -> None:
+        """Publish a busy delivery again a little later (its step is at ``num_workers``)."""
+        if workflow_name is None:
+            workflow_name = (await self.store.get_run(delivery.run_id)).workflow_name
         due = utcnow() + timedelta(seconds=self.busy_retry_seconds)
-        item = Dispatch(
-            delivery.delivery_id, delivery.run_id, run.workflow_name, delivery.step, due
+        # Stamped, so the sweeper counts the age of this message, not of the first one
+        # (a delayed message is not in the queue: the sweeper would copy it every sweep).
+        await self.store.mark_published(delivery.delivery_id, due)
+        self.dispatcher.dispatch(
+            [Dispatch(delivery.delivery_id, delivery.run_id, workflow_name, delivery.step, due)]
         )
-        self.dispatcher.dispatch([item])
 
     async def _poisoned(self, binding: Binding, delivery: DeliveryRecord) -> bool:
         """Fail the run of a delivery whose attempts keep dying (DESIGN invariant 6)."""

@@ -315,6 +315,11 @@ class RunStore(Protocol):
         oldest deadline first: the sweeper fails them with WorkflowTimeoutError."""
         ...
 
+    async def mark_published(self, delivery_id: str, at: datetime) -> None:
+        """Record that a pending delivery's message was published again, consumable ``at``
+        (a delayed message): the sweeper counts its age from then. Else a no-op."""
+        ...
+
     async def take_due(
         self,
         *,
@@ -326,9 +331,9 @@ class RunStore(Protocol):
         """Deliveries whose message is presumed lost, stamped as published in the same
         transaction, oldest first; the caller publishes them after this returns.
 
-        - running, lease expired, not published since it expired (nor since
-          ``stale_before``): its attempt died; only steps in ``served`` (the caller's
-          workflows);
+        - running, lease expired, not published since it expired: its attempt died; only
+          steps in ``served`` (the caller's workflows); again after that, like a pending
+          one;
         - pending, published (or due) before ``stale_before``: only steps in ``idle``,
           whose queue the caller found empty after that time (a message may still wait
           in a queue that is not).

@@ -107,10 +107,11 @@ def needs_republish(
         if not lease_expired(delivery, now):
             return False
         expired = delivery.lease_expires_at
+        # Once after its lease expired; again only like a pending one (its queue empty).
         return (
             published is None
-            or published < stale_before
             or (expired is not None and published < expired)
+            or (idle and published < stale_before)
         )
     return delivery.status == "pending" and idle and (published is None or published < stale_before)
 
@@ -320,6 +321,12 @@ class InMemoryRunStore:
             and row.record.deadline_at < now
         ]
         return sorted(late, key=lambda r: r.deadline_at or now)[:limit]
+
+    async def mark_published(self, delivery_id: str, at: datetime) -> None:
+        """Record that a pending delivery's message was published again, consumable ``at``."""
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is not None and delivery.status == "pending":
+            self._deliveries[delivery_id] = dataclasses.replace(delivery, published_at=at)
 
     async def take_due(
         self,

@@ -44,3 +44,17 @@ def test_the_state_limit_is_configurable_on_the_runtime_and_ten_megabytes_by_def
     for runtime, limit in ((default, 10_000_000), (limited, 5000)):
         assert isinstance(runtime.store, SqlRunStore)
         assert runtime.store.max_state_bytes == limit
+
+
+def test_every_runtime_of_an_app_gets_its_own_sweeper_in_the_worker(tmp_path: Path) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    app = Celery("two-runtimes", broker="memory://", backend="cache+memory://")
+    runtimes = [
+        CeleryRuntime(app, database_url=f"sqlite:///{tmp_path / f'runs{i}.db'}") for i in range(2)
+    ]
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        # Both sweepers run with the worker (Celery keeps one bootstep per name).
+        assert [r.sweeper._thread is not None for r in runtimes] == [True, True]
+        assert all(r.running_workers for r in runtimes)
+    assert [r.running_workers for r in runtimes] == [[], []]

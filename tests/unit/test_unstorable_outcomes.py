@@ -114,3 +114,19 @@ async def test_a_result_nested_too_deep_for_json_fails_the_step_naming_it(
         await finish(runtime, DeepResult)
     assert "step 'dig'" in str(raised.value) and "nested" in str(raised.value)
     assert BODIES["dig"] == 1
+
+
+class NulError(Workflow):
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.01), stop=stop_after_attempt(2)))
+    async def shout(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        BODIES["nul"] = BODIES.get("nul", 0) + 1
+        raise ValueError("bad\x00byte")
+
+
+async def test_a_nul_in_an_exception_message_keeps_the_retry_policy_and_the_error_type(
+    runtime: LocalRuntime,
+) -> None:
+    BODIES.clear()
+    with pytest.raises(ValueError, match=r"bad\\x00byte"):
+        await finish(runtime, NulError)
+    assert BODIES["nul"] == 2

@@ -133,6 +133,11 @@ class Queries:
             .order_by(_r.deadline_at)
             .limit(bindparam("p_limit"))
         )
+        self.mark_one_published: Update = (
+            update(deliveries)
+            .where(_d.delivery_id == bindparam("p_id"), _d.status == "pending")
+            .values(published_at=bindparam("p_at"))
+        )
         self.mark_published: Update = (
             update(deliveries)
             .where(_d.delivery_id.in_(bindparam("p_ids", expanding=True)))
@@ -191,8 +196,9 @@ def _due_pending() -> AnySelect:
     # Range scan of ix_cw_deliveries_status_published_at: only what is stale is read.
     return _due(
         _d.status == "pending",
-        _d.published_at < bindparam("p_stale_before"),
-        tuple_(_r.workflow_name, _d.step).in_(bindparam("p_keys", expanding=True)),
+        # NULL: written by a version that did not stamp it (a rolling upgrade)
+        or_(_d.published_at.is_(None), _d.published_at < bindparam("p_stale_before")),
+        tuple_(_r.workflow_name, _d.step).in_(bindparam("p_idle", expanding=True)),
     )
 
 
@@ -202,9 +208,16 @@ def _due_running() -> AnySelect:
     return _due(
         _d.status == "running",
         expired < bindparam("p_now"),
-        # not published since its lease expired, nor for stale_after seconds
-        or_(_d.published_at.is_(None), _d.published_at < expired, _d.published_at < stale),
-        tuple_(_r.workflow_name, _d.step).in_(bindparam("p_keys", expanding=True)),
+        # once after its lease expired; again only like a pending one (its queue empty)
+        or_(
+            _d.published_at.is_(None),
+            _d.published_at < expired,
+            and_(
+                _d.published_at < stale,
+                tuple_(_r.workflow_name, _d.step).in_(bindparam("p_idle", expanding=True)),
+            ),
+        ),
+        tuple_(_r.workflow_name, _d.step).in_(bindparam("p_served", expanding=True)),
     )
 
 

@@ -305,6 +305,11 @@ class SqlRunStore:
         params = {"p_now": self._db.clock(), "p_limit": limit}
         return [run_from_row(row) for row in await self._all(self._q.expired_runs, params)]
 
+    async def mark_published(self, delivery_id: str, at: datetime) -> None:
+        """Record that a pending delivery's message was published again, consumable ``at``."""
+        params = {"p_id": delivery_id, "p_at": at}
+        await self._transaction(lambda c: c.execute(self._q.mark_one_published, params), write=True)
+
     async def take_due(
         self,
         *,
@@ -320,14 +325,18 @@ class SqlRunStore:
             "p_stale_before": stale_before,
             "p_limit": limit,
         }
-        wanted = ((self._q.due_running, list(served)), (self._q.due_pending, list(idle)))
+        params["p_served"], params["p_idle"] = list(served), list(idle)
+        wanted = (
+            (self._q.due_running, params["p_served"]),
+            (self._q.due_pending, params["p_idle"]),
+        )
 
         def txn(conn: Connection) -> list[DueDelivery]:
             self._db.dialect.sweeper_lock(conn)
             rows: list[Any] = []
             for stmt, keys in wanted:
                 if keys and len(rows) < limit:
-                    batch = {**params, "p_keys": keys, "p_limit": limit - len(rows)}
+                    batch = {**params, "p_limit": limit - len(rows)}
                     rows.extend(conn.execute(stmt, batch).all())
             if rows:
                 ids = [row.delivery_id for row in rows]

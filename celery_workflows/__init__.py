@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import workflow as _workflow
 from .context import Context
 from .decorators import catch_error, step
 from .handler import WorkflowHandler
+from .runtime.local import default_runtime
 from .workflow import Workflow
+
+# The core reaches the in-process runtime only through this hook (imports go one way).
+_workflow.default_runtime_factory = default_runtime
 
 if TYPE_CHECKING:
     from .celery import CeleryRuntime

@@ -7,9 +7,9 @@ import warnings
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any
 
+from ._sync import run_sync
 from .errors import WorkflowCancelledByUser, WorkflowRuntimeError
 from .events import Event, InternalDispatchEvent, StopEvent, WorkflowCancelledEvent
-from .runtime.sync import run_sync
 
 if TYPE_CHECKING:
     from .context.context import Context

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from . import _graph
+from ._serializers import JsonSerializer
 from ._signature import StepSpec
+from .context.state_store import DictState
 from .errors import WorkflowRuntimeError, WorkflowValidationError
 from .events import Event, StartEvent, StopEvent
 from .handler import WorkflowHandler
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from .runtime.base import BaseRuntime
 
 log = logging.getLogger("celery_workflows.workflow")
+
+#: Makes the runtime of a workflow created without one. The package's ``__init__`` sets
+#: it to the in-process runtime: a hook, so that the core imports nothing of the runtime.
+default_runtime_factory: Callable[[], BaseRuntime] | None = None
 
 
 class _WorkflowMeta(type):
@@ -130,9 +136,27 @@ class Workflow(metaclass=_WorkflowMeta):
         return specs
 
     def _state_type(self) -> type[BaseModel]:
-        from .runtime.binding import state_type_of
+        """The typed state declared by ``Context[Model]`` annotations, else DictState."""
+        for spec in self._step_specs().values():
+            if spec.context_state_type is not None:
+                return spec.context_state_type
+        return DictState
 
-        return state_type_of(self._step_specs())
+    def _payload_types(self) -> list[type[Any]]:
+        """Every class a payload of this workflow may name (its events and state)."""
+        types: list[type[Any]] = [StartEvent, StopEvent, self._state_type()]
+        for spec in self._step_specs().values():
+            types.extend(spec.accepted_events)
+            types.extend(spec.output_events)
+        return list(dict.fromkeys(types))
+
+    def _type_registry(self) -> JsonSerializer:
+        """A JSON serializer that resolves exactly what this workflow registered: its event
+        and state types, plus the classes registered on its own ``serializer=`` (models
+        kept in state, exception classes to rebuild). Its payloads decode against it."""
+        own = self._serializer
+        extra = own.registered_types if isinstance(own, JsonSerializer) else ()
+        return JsonSerializer().with_types(*extra, *self._payload_types())
 
     # --- properties ------------------------------------------------------------------
 
@@ -164,9 +188,9 @@ class Workflow(metaclass=_WorkflowMeta):
         """The runtime runs go to (the in-process one of the running loop by default)."""
         if self._runtime is not None:
             return self._runtime
-        from .runtime.local import default_runtime
-
-        return default_runtime()
+        if default_runtime_factory is None:
+            raise WorkflowRuntimeError("no default runtime: import celery_workflows first")
+        return default_runtime_factory()
 
     # --- validation and runs ---------------------------------------------------------
 

@@ -7,6 +7,7 @@ state, send events, stream, snapshot), and inside a step (one invocation of a de
 
 from __future__ import annotations
 
+import contextvars
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
 # Defaults to DictState so that a bare ``Context`` annotation means untyped state.
 MODEL_T = TypeVar("MODEL_T", bound=BaseModel, default=DictState)
 T = TypeVar("T", bound=Event)
+
+
+#: The Context of the step running in this task (set by the runtime around a step call).
+current_step_context: contextvars.ContextVar[Context[Any]] = contextvars.ContextVar(
+    "celery_workflows_current_step_context"
+)
 
 
 @dataclass
@@ -72,7 +79,7 @@ class Context(Generic[MODEL_T]):
     ) -> None:
         self._workflow = workflow
         state_type = workflow._state_type()
-        types = _type_registry(workflow)
+        types = workflow._type_registry()
         # JSON by default, even when the workflow was given a PickleSerializer: unpickling
         # imports, so it happens only where the caller passes one for this snapshot.
         serializer = serializer or JsonSerializer()
@@ -167,10 +174,7 @@ class Context(Generic[MODEL_T]):
                 data["state"] = {}  # as upstream: a fresh context has no state section yet
             return data
         if isinstance(face, _Internal):
-            inv = face.invocation
-            return runtime_snapshot(
-                inv.binding, inv.engine, inv.delivery.run_id, serializer, include_state
-            )
+            return face.invocation.snapshot(serializer, include_state)
         return face.runtime.snapshot(
             face.binding, face.run_id, serializer, include_state=include_state
         )
@@ -235,8 +239,6 @@ class Context(Generic[MODEL_T]):
     @staticmethod
     def get_step_context() -> Context[Any]:
         """The Context of the step running in this task."""
-        from ..runtime.invoke import current_step_context
-
         try:
             return current_step_context.get()
         except LookupError:
@@ -264,20 +266,3 @@ class Context(Generic[MODEL_T]):
         face = self._external("get_result")
         stop = face.runtime.result_event(face.binding, face.run_id)
         return stop.result if type(stop) is StopEvent else stop
-
-
-def _type_registry(workflow: Workflow) -> JsonSerializer:
-    """What the workflow registered (its maybe local event and state types, the classes on
-    its own serializer): the only classes a snapshot's names may resolve to."""
-    from ..runtime.binding import type_registry
-
-    return type_registry(workflow)
-
-
-def runtime_snapshot(
-    binding: Binding, engine: Any, run_id: str, serializer: BaseSerializer, include_state: bool
-) -> dict[str, Any]:
-    """Snapshot of a run read straight from the engine's store (inside a step)."""
-    from ..runtime.snapshots import build_snapshot
-
-    return build_snapshot(binding, engine.store, run_id, serializer, include_state=include_state)

@@ -15,29 +15,9 @@ from pydantic import BaseModel
 from .._serializers import BaseSerializer, JsonSerializer
 from ..errors import ContextSerdeError
 from ..events import Event
-from .state_store import DictState, default_state
+from .state_store import DictState, default_state, encode_state_payload
 
 SNAPSHOT_VERSION = 2
-
-
-def encode_state_payload(state: BaseModel, serializer: BaseSerializer) -> dict[str, Any]:
-    """The ``state`` section of a snapshot."""
-    if isinstance(state, DictState):
-        data: dict[str, Any] = {}
-        for key, value in state.items():
-            try:
-                data[key] = serializer.serialize(value)
-            except Exception as exc:
-                raise ValueError(f"Failed to serialize state value for key {key}: {exc}") from exc
-        state_data: Any = {"_data": data}
-    else:
-        state_data = serializer.serialize(state)
-    return {
-        "store_type": "in_memory",
-        "state_type": type(state).__name__,
-        "state_module": type(state).__module__,
-        "state_data": state_data,
-    }
 
 
 def decode_state_payload(

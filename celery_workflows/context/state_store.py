@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .._serializers import BaseSerializer
 from ..errors import StateValidationError
 from ..events import DictLikeModel
 
@@ -265,12 +266,30 @@ class StateStore(Generic[MODEL_T]):
 
     def to_dict(self, serializer: Any) -> dict[str, Any]:
         """Upstream-shaped state payload of a local (not yet started) store."""
-        from .snapshot import encode_state_payload
-
         backend = self._backend
         if not isinstance(backend, LocalStateBackend):
             raise NotImplementedError("use Context.to_dict() for a running or finished run")
         return encode_state_payload(backend.current, serializer)
+
+
+def encode_state_payload(state: BaseModel, serializer: BaseSerializer) -> dict[str, Any]:
+    """The ``state`` section of a snapshot."""
+    if isinstance(state, DictState):
+        data: dict[str, Any] = {}
+        for key, value in state.items():
+            try:
+                data[key] = serializer.serialize(value)
+            except Exception as exc:
+                raise ValueError(f"Failed to serialize state value for key {key}: {exc}") from exc
+        state_data: Any = {"_data": data}
+    else:
+        state_data = serializer.serialize(state)
+    return {
+        "store_type": "in_memory",
+        "state_type": type(state).__name__,
+        "state_module": type(state).__module__,
+        "state_data": state_data,
+    }
 
 
 InMemoryStateStore = StateStore

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from .._serializers import BaseSerializer
+from .._sync import run_sync
 from ..context.state_store import StateStore
 from ..errors import WorkflowCancelledByUser, WorkflowRuntimeError, WorkflowTimeoutError
 from ..events import Event, StartEvent, StopEvent
@@ -23,7 +24,6 @@ from .binding import Binding
 from .engine import Dispatcher, Engine
 from .snapshots import build_snapshot, resume_plan
 from .state import RunStateBackend
-from .sync import run_sync
 
 if TYPE_CHECKING:
     from ..context.context import Context

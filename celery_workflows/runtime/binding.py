@@ -8,11 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from .._serializers import JsonSerializer
 from .._signature import StepSpec
-from ..context.state_store import DictState
 from ..errors import WorkflowRuntimeError
-from ..events import Event, StartEvent, StopEvent
+from ..events import Event
 from .codec import Codec, JsonCodec, LiveCodec
 from .routing import Router
 
@@ -56,40 +54,13 @@ class Binding:
         return wildcard[0] if wildcard else None
 
 
-def state_type_of(specs: dict[str, StepSpec]) -> type[BaseModel]:
-    """The typed state declared by ``Context[Model]`` annotations, else DictState."""
-    for spec in specs.values():
-        if spec.context_state_type is not None:
-            return spec.context_state_type
-    return DictState
-
-
-def workflow_types(specs: dict[str, StepSpec], state_type: type[BaseModel]) -> list[type[Any]]:
-    """Every class a payload of this workflow may name (events and state)."""
-    types: list[type[Any]] = [StartEvent, StopEvent, state_type]
-    for spec in specs.values():
-        types.extend(spec.accepted_events)
-        types.extend(spec.output_events)
-    return list(dict.fromkeys(types))
-
-
-def type_registry(workflow: Workflow) -> JsonSerializer:
-    """A JSON serializer that resolves exactly what ``workflow`` registered: its event and
-    state types, plus the classes registered on its own ``serializer=`` (models kept in
-    state, exception classes to rebuild). Payloads of the workflow decode against it."""
-    own = workflow._serializer
-    extra = own.registered_types if isinstance(own, JsonSerializer) else ()
-    specs = workflow._step_specs()
-    return JsonSerializer().with_types(*extra, *workflow_types(specs, state_type_of(specs)))
-
-
 def bind(workflow: Workflow, *, json_payloads: bool, max_event_bytes: int | None = None) -> Binding:
     """Compute the binding of ``workflow`` for a store that wants JSON or live payloads."""
     specs = workflow._step_specs()
-    state_type = state_type_of(specs)
+    state_type = workflow._state_type()
     codec: Codec
     if json_payloads:
-        codec = JsonCodec(type_registry(workflow), state_type, max_event_bytes)
+        codec = JsonCodec(workflow._type_registry(), state_type, max_event_bytes)
     else:
         codec = LiveCodec()
     return Binding(

@@ -7,16 +7,12 @@ import contextvars
 import functools
 from typing import TYPE_CHECKING, Any
 
+from ..context.context import current_step_context
 from ..events import Event
 
 if TYPE_CHECKING:
     from ..context.context import Context
     from .step_context import Invocation
-
-#: The Context of the step running in this task (``Context.get_step_context()``).
-current_step_context: contextvars.ContextVar[Context[Any]] = contextvars.ContextVar(
-    "celery_workflows_step_context"
-)
 
 
 async def _arguments(inv: Invocation, ctx: Context[Any], event: Event) -> dict[str, Any]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from .._serializers import BaseSerializer
+from .._sync import run_sync
 from ..context.snapshot import ParsedSnapshot, empty_worker, snapshot_dict, work_item
 from ..context.state_store import DictState
 from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
 from .binding import Binding
 from .codec import event_type_name
 from .routing import child_id
-from .sync import run_sync
 
 
 async def _load(store: RunStore, run_id: str) -> tuple[RunRecord, list[DeliveryRecord]]:
@@ -31,9 +31,13 @@ def build_snapshot(
     run, open_deliveries = run_sync(lambda: _load(store, run_id), inline=not store.json_payloads)
     codec = binding.codec
     workers = {name: empty_worker() for name in binding.specs}
+    waiters = run.meta.get("waiters") or []
+    timing_out = {w.get("timing_out") for w in waiters} - {None}
     for d in open_deliveries:
-        if d.step not in workers or "timeout_of" in d.extra:
-            continue  # wait timeouts are not work items (the waiter itself is saved)
+        if d.step not in workers or ("timeout_of" in d.extra and d.delivery_id not in timing_out):
+            # A pending wait timeout is not a work item (the waiter itself is saved); one
+            # that is re-running its step is, and its waiter is not.
+            continue
         item = work_item(serializer.serialize(codec.decode_event(d.event)), d.delivery_id)
         workers[d.step]["in_progress" if d.status == "running" else "queue"].append(item)
     for key, payloads in (run.meta.get("collect") or {}).items():
@@ -42,8 +46,8 @@ def build_snapshot(
             events = [serializer.serialize(codec.decode_event(p)) for p in payloads]
             workers[step]["collected_events"][buffer_id] = events
             workers[step]["collect_generations"][buffer_id] = 1
-    for waiter in run.meta.get("waiters") or []:
-        if waiter["step"] in workers:
+    for waiter in waiters:
+        if waiter["step"] in workers and "timing_out" not in waiter:
             workers[waiter["step"]]["collected_waiters"].append(
                 _waiter_item(waiter, codec, serializer)
             )

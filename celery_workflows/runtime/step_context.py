@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .._serializers import BaseSerializer
 from .._signature import StepSpec
 from ..context.state_store import StateStore
 from ..events import Event
 from ..store.base import DeliveryRecord
 from .codec import event_type_name
 from .routing import Output
+from .snapshots import build_snapshot
 from .state import JournalCursor, RunStateBackend
 
 if TYPE_CHECKING:
@@ -158,6 +160,12 @@ class Invocation:
             "default_id": waiter_id is None,
         }
         raise StepSuspended(waiter, waiter_event)
+
+    def snapshot(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
+        """``ctx.to_dict()`` inside the step: the run's committed snapshot."""
+        run_id = self.delivery.run_id
+        store = self.engine.store
+        return build_snapshot(self.binding, store, run_id, serializer, include_state=include_state)
 
     def retry_info(self) -> Any:
         """The retry state of this delivery (``ctx.retry_info()``)."""

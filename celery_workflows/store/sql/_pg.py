@@ -238,10 +238,11 @@ def _raw(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
     except psycopg.Error as exc:
         broken = pg.broken or pg.closed
         if broken and not conn.invalidated:
-            # What SQLAlchemy does on a disconnect: this connection is dropped, and the
-            # pool's older ones are replaced on checkout (the server probably restarted).
-            conn.engine.pool._invalidate(conn.connection, exc)
+            # As SQLAlchemy does on a disconnect, through its public API: this connection
+            # is dropped and the pool renewed, so the pooled ones that broke with it (the
+            # server probably restarted) are not handed out; checked-out ones finish.
             conn.invalidate(exc)
+            conn.engine.dispose(close=False)
         raise sa_exc.DBAPIError.instance(
             None, None, exc, psycopg.Error, connection_invalidated=broken
         ) from exc

@@ -235,17 +235,18 @@ class Workflow(metaclass=_WorkflowMeta):
         run that keeps its state); a restored snapshot of a live run (resume it, no new
         StartEvent). A context whose run is still going is an error.
         """
-        from .context.context import Context, _Pre
+        from .context.context import Context
         from .errors import ContextStateError
 
         self._validate()
         run_id = kwargs.pop("run_id", None)
         ctx = ctx if ctx is not None else Context(self)
-        if not isinstance(ctx._face, _Pre) and ctx.is_running:
+        started = ctx._not_started() is None
+        if started and ctx.is_running:
             raise ContextStateError(
                 "Cannot start a new run while context is already running. Wait for "
                 "completion or use a new Context."
             )
-        resuming = isinstance(ctx._face, _Pre) and ctx.is_running
+        resuming = not started and ctx.is_running
         event = None if resuming else self._start_event(start_event, **kwargs)
         return self.runtime.start(self, ctx, event, run_id)

@@ -17,7 +17,7 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 
 from ..context.context import Context
 from ..handler import WorkflowHandler
-from ..runtime.base import BaseRuntime, Wakeups
+from ..runtime.base import BaseRuntime, RunHandle, Wakeups
 from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
@@ -222,5 +222,5 @@ class CeleryRuntime(BaseRuntime):
         run = self.get_run(run_id)
         binding = self.engine.binding_for(run.workflow_name)
         ctx: Context[Any] = Context(binding.workflow)
-        ctx._attach(self, binding, run_id)
+        ctx._attach(RunHandle(self, binding, run_id))
         return WorkflowHandler(self, binding, run_id, ctx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import warnings
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import BaseModel
@@ -19,13 +19,11 @@ from typing_extensions import TypeVar
 from .._serializers import BaseSerializer, JsonSerializer
 from ..errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
 from ..events import Event, StopEvent
-from .snapshot import ParsedSnapshot, parse_snapshot
+from .ports import RunPort, StepPort
+from .snapshot import ParsedSnapshot, parse_snapshot, snapshot_dict
 from .state_store import DictState, LocalStateBackend, StateStore, default_state
 
 if TYPE_CHECKING:
-    from ..runtime.base import BaseRuntime
-    from ..runtime.binding import Binding
-    from ..runtime.step_context import Invocation
     from ..workflow import Workflow
 
 # Defaults to DictState so that a bare ``Context`` annotation means untyped state.
@@ -39,26 +37,106 @@ current_step_context: contextvars.ContextVar[Context[Any]] = contextvars.Context
 )
 
 
+_NOT_STARTED = "{fn} requires a running workflow. Call workflow.run() first."
+
+
+class _Face:
+    """One of the three faces of a Context; a face refuses what is not its own."""
+
+    def step(self, fn: str) -> StepPort:
+        raise ContextStateError(f"{fn} is only available from within step functions.")
+
+    def run(self, fn: str) -> RunPort:
+        raise ContextStateError(f"{fn} is only available from handler code, not from within steps.")
+
+
 @dataclass
-class _Pre:
+class _Pre(_Face):
+    """Before the run starts: a local state, maybe a snapshot to resume."""
+
     serializer: BaseSerializer
     store: StateStore[Any]
     backend: LocalStateBackend
     snapshot: ParsedSnapshot | None
+    run_id: str | None = None
+
+    def step(self, fn: str) -> StepPort:
+        raise ContextStateError(_NOT_STARTED.format(fn=fn))
+
+    def run(self, fn: str) -> RunPort:
+        raise ContextStateError(_NOT_STARTED.format(fn=fn))
+
+    def is_running(self) -> bool:
+        return bool(self.snapshot and self.snapshot.is_running)
+
+    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
+        data = snapshot_dict(
+            self.backend.current, serializer, is_running=self.is_running(), workers={}
+        )
+        if not include_state or (self.snapshot is None and not self.backend.written):
+            data["state"] = {}  # as upstream: a fresh context has no state section yet
+        return data
+
+    def send_event(self, event: Event, step: str | None) -> None:
+        raise ContextStateError(
+            "send_event() called before workflow started. Call workflow.run() first."
+        )
 
 
 @dataclass
-class _External:
-    runtime: BaseRuntime
-    binding: Binding
-    run_id: str
+class _Caller(_Face):
+    """A started run, held by its caller: everything goes through the run port."""
+
+    port: RunPort
     serializer: BaseSerializer
-    store: StateStore[Any]
+
+    @property
+    def store(self) -> StateStore[Any]:
+        return self.port.store
+
+    @property
+    def run_id(self) -> str:
+        return self.port.run_id
+
+    def run(self, fn: str) -> RunPort:
+        return self.port
+
+    def is_running(self) -> bool:
+        return self.port.is_running()
+
+    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
+        return self.port.snapshot(serializer, include_state)
+
+    def send_event(self, event: Event, step: str | None) -> None:
+        self.port.send_event(event, step)
 
 
 @dataclass
-class _Internal:
-    invocation: Invocation
+class _InStep(_Face):
+    """Inside a step: everything goes through the step port."""
+
+    port: StepPort
+    serializer: BaseSerializer = field(default_factory=JsonSerializer)
+
+    @property
+    def store(self) -> StateStore[Any]:
+        return self.port.store
+
+    @property
+    def run_id(self) -> str:
+        return self.port.run_id
+
+    def step(self, fn: str) -> StepPort:
+        return self.port
+
+    def is_running(self) -> bool:
+        return True
+
+    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
+        return self.port.snapshot(serializer, include_state)
+
+    def send_event(self, event: Event, step: str | None) -> None:
+        self.port.send_event(event, step)
 
 
 class Context(Generic[MODEL_T]):
@@ -69,7 +147,7 @@ class Context(Generic[MODEL_T]):
     restores a snapshot made by ``ctx.to_dict()``.
     """
 
-    _face: _Pre | _External | _Internal
+    _face: _Pre | _Caller | _InStep
 
     def __init__(
         self,
@@ -94,67 +172,40 @@ class Context(Generic[MODEL_T]):
         backend = LocalStateBackend(state)
         self._face = _Pre(serializer, StateStore(backend), backend, snapshot)
 
-    # --- construction of the other faces --------------------------------------------------
+    # --- the runtime's side: the step port and the run port ----------------------------
 
     @classmethod
-    def _for_step(cls, workflow: Workflow, invocation: Invocation) -> Context[Any]:
+    def _for_step(cls, workflow: Workflow, port: StepPort) -> Context[Any]:
+        """The Context a step body gets."""
         ctx: Context[Any] = object.__new__(cls)
         ctx._workflow = workflow
-        ctx._face = _Internal(invocation)
+        ctx._face = _InStep(port)
         return ctx
 
-    def _attach(self, runtime: BaseRuntime, binding: Binding, run_id: str) -> None:
+    def _attach(self, port: RunPort) -> None:
         """Bind this context to a started run (the caller's face)."""
-        serializer = (
-            self._face.serializer if isinstance(self._face, _Pre | _External) else JsonSerializer()
-        )
-        self._face = _External(
-            runtime, binding, run_id, serializer, runtime.state_store(binding, run_id)
-        )
+        self._face = _Caller(port, self._face.serializer)
 
-    # --- phase guards ------------------------------------------------------------------
-
-    def _external(self, fn: str) -> _External:
-        if isinstance(self._face, _External):
-            return self._face
-        if isinstance(self._face, _Pre):
-            raise ContextStateError(f"{fn} requires a running workflow. Call workflow.run() first.")
-        raise ContextStateError(f"{fn} is only available from handler code, not from within steps.")
-
-    def _internal(self, fn: str) -> Invocation:
-        if isinstance(self._face, _Internal):
-            return self._face.invocation
-        if isinstance(self._face, _Pre):
-            raise ContextStateError(f"{fn} requires a running workflow. Call workflow.run() first.")
-        raise ContextStateError(f"{fn} is only available from within step functions.")
+    def _not_started(self) -> _Pre | None:
+        """The pre-run face (state, snapshot) of a context whose run has not started."""
+        return self._face if isinstance(self._face, _Pre) else None
 
     # --- public API ------------------------------------------------------------------------
 
     @property
     def store(self) -> StateStore[MODEL_T]:
         """The run's state store (``get``, ``set``, ``edit_state()``, ...)."""
-        face = self._face
-        if isinstance(face, _Internal):
-            return face.invocation.store
-        return face.store
+        return self._face.store
 
     @property
     def run_id(self) -> str | None:
         """The id of the run this context belongs to (None before it starts)."""
-        face = self._face
-        if isinstance(face, _Internal):
-            return face.invocation.delivery.run_id
-        return face.run_id if isinstance(face, _External) else None
+        return self._face.run_id
 
     @property
     def is_running(self) -> bool:
         """Whether the run is in flight (or, before start, whether the snapshot was)."""
-        face = self._face
-        if isinstance(face, _Pre):
-            return bool(face.snapshot and face.snapshot.is_running)
-        if isinstance(face, _External):
-            return face.runtime.is_running(face.run_id)
-        return True
+        return self._face.is_running()
 
     def to_dict(
         self, serializer: BaseSerializer | None = None, *, include_state: bool = True
@@ -163,21 +214,7 @@ class Context(Generic[MODEL_T]):
 
         Inside a step this returns the committed state of the run (upstream refuses).
         """
-        serializer = serializer or JsonSerializer()
-        face = self._face
-        if isinstance(face, _Pre):
-            from .snapshot import snapshot_dict
-
-            running = bool(face.snapshot and face.snapshot.is_running)
-            data = snapshot_dict(face.backend.current, serializer, is_running=running, workers={})
-            if not include_state or (face.snapshot is None and not face.backend.written):
-                data["state"] = {}  # as upstream: a fresh context has no state section yet
-            return data
-        if isinstance(face, _Internal):
-            return face.invocation.snapshot(serializer, include_state)
-        return face.runtime.snapshot(
-            face.binding, face.run_id, serializer, include_state=include_state
-        )
+        return self._face.to_dict(serializer or JsonSerializer(), include_state)
 
     @classmethod
     def from_dict(
@@ -196,15 +233,7 @@ class Context(Generic[MODEL_T]):
 
     def send_event(self, message: Event, step: str | None = None) -> None:
         """Send an event to every accepting step, or to ``step`` only."""
-        face = self._face
-        if isinstance(face, _Internal):
-            face.invocation.send_event(message, step)
-        elif isinstance(face, _External):
-            face.runtime.send_event(face.binding, face.run_id, message, step)
-        else:
-            raise ContextStateError(
-                "send_event() called before workflow started. Call workflow.run() first."
-            )
+        self._face.send_event(message, step)
 
     async def wait_for_event(
         self,
@@ -219,22 +248,23 @@ class Context(Generic[MODEL_T]):
         ``waiter_event`` is written to the stream once per waiter; ``requirements`` filter
         the awaited event by field values. While waiting no worker is held.
         """
-        inv = self._internal("wait_for_event")
-        return inv.wait_for_event(event_type, waiter_event, waiter_id, requirements, timeout)  # type: ignore[return-value]
+        port = self._face.step("wait_for_event")
+        event = port.wait_for_event(event_type, waiter_event, waiter_id, requirements, timeout)
+        return event  # type: ignore[return-value]
 
     def collect_events(
         self, ev: Event, expected: list[type[Event]], buffer_id: str | None = None
     ) -> list[Event] | None:
         """Buffer ``ev``; return the buffered events in ``expected`` order once all arrived."""
-        return self._internal("collect_events").collect_events(ev, expected, buffer_id)
+        return self._face.step("collect_events").collect_events(ev, expected, buffer_id)
 
     def write_event_to_stream(self, ev: Event | None) -> None:
         """Publish ``ev`` on the run's event stream."""
-        self._internal("write_event_to_stream").write_event_to_stream(ev)
+        self._face.step("write_event_to_stream").write_event_to_stream(ev)
 
     def retry_info(self) -> Any:
         """Retry state of the running step (retry number, elapsed, last exception)."""
-        return self._internal("retry_info").retry_info()
+        return self._face.step("retry_info").retry_info()
 
     @staticmethod
     def get_step_context() -> Context[Any]:
@@ -248,13 +278,11 @@ class Context(Generic[MODEL_T]):
 
     async def running_steps(self) -> list[str]:
         """Names of the steps with a running delivery."""
-        face = self._external("running_steps")
-        return await face.runtime.running_steps(face.run_id)
+        return await self._face.run("running_steps").running_steps()
 
     def stream_events(self) -> AsyncIterator[Event]:
         """The run's event stream, ending with its StopEvent."""
-        face = self._external("stream_events")
-        return face.runtime.stream(face.binding, face.run_id)
+        return self._face.run("stream_events").stream()
 
     def get_result(self) -> Any:
         """Deprecated: await the handler instead."""
@@ -263,6 +291,5 @@ class Context(Generic[MODEL_T]):
             DeprecationWarning,
             stacklevel=2,
         )
-        face = self._external("get_result")
-        stop = face.runtime.result_event(face.binding, face.run_id)
+        stop = self._face.run("get_result").result_event()
         return stop.result if type(stop) is StopEvent else stop

@@ -77,6 +77,43 @@ class Wakeups:
                 loop.call_soon_threadsafe(event.set)
 
 
+class RunHandle:
+    """The run port of a started run (what a caller's Context reaches, see
+    ``context/ports.py``): the runtime, the workflow's binding and the run id."""
+
+    def __init__(self, runtime: BaseRuntime, binding: Binding, run_id: str) -> None:
+        self.runtime = runtime
+        self.binding = binding
+        self.run_id = run_id
+        self.store: StateStore[Any] = runtime.state_store(binding, run_id)
+
+    def is_running(self) -> bool:
+        """True while the run has not ended."""
+        return self.runtime.is_running(self.run_id)
+
+    def snapshot(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
+        """``ctx.to_dict()`` of the run."""
+        return self.runtime.snapshot(
+            self.binding, self.run_id, serializer, include_state=include_state
+        )
+
+    def send_event(self, event: Event, step: str | None) -> None:
+        """Send an event into the run."""
+        self.runtime.send_event(self.binding, self.run_id, event, step)
+
+    async def running_steps(self) -> list[str]:
+        """Steps with a running delivery."""
+        return await self.runtime.running_steps(self.run_id)
+
+    def stream(self) -> AsyncIterator[Event]:
+        """The run's event stream."""
+        return self.runtime.stream(self.binding, self.run_id)
+
+    def result_event(self) -> StopEvent:
+        """The finished run's StopEvent."""
+        return self.runtime.result_event(self.binding, self.run_id)
+
+
 class BaseRuntime:
     """Runs workflows through one engine; subclasses choose dispatcher and waiting."""
 
@@ -130,23 +167,22 @@ class BaseRuntime:
         run_id: str | None,
     ) -> WorkflowHandler:
         """Create the run for ``ctx`` and return its handler (the run goes on in workers)."""
-        from ..context.context import _Pre
         from ..handler import WorkflowHandler
 
         binding = self.binding(workflow)
         run_id = run_id or uuid.uuid4().hex
-        face = ctx._face
+        pre = ctx._not_started()
         resume: list[Any] = []
         meta: dict[str, Any] = {}
-        if isinstance(face, _Pre):
-            state = face.backend.current
-            if face.snapshot is not None and face.snapshot.is_running:
-                resume, meta = resume_plan(binding, run_id, face.snapshot)
+        if pre is not None:
+            state = pre.backend.current
+            if pre.snapshot is not None and pre.snapshot.is_running:
+                resume, meta = resume_plan(binding, run_id, pre.snapshot)
                 start_event = None
         else:
             state = run_sync(lambda: ctx.store._backend.read(), inline=self._inline())
         self._create(binding, start_event, run_id, state, resume, meta)
-        ctx._attach(self, binding, run_id)
+        ctx._attach(RunHandle(self, binding, run_id))
         return WorkflowHandler(self, binding, run_id, ctx)
 
     def _create(

@@ -83,6 +83,11 @@ class Invocation:
         self.store: StateStore[Any] = StateStore(backend)
 
     @property
+    def run_id(self) -> str:
+        """The run's id (the step port's)."""
+        return self.delivery.run_id
+
+    @property
     def scope(self) -> tuple[tuple[str, int, int], ...]:
         """Fan-out lineage of this delivery, inherited by the events it emits."""
         return tuple(

@@ -59,8 +59,13 @@ def _accepts_type(spec: StepSpec, produced: type) -> bool:
     return produced in spec.accepted_events
 
 
-def validate_graph(specs: Mapping[str, StepSpec], cls_name: str) -> bool:
-    """Check the event graph; return True if the workflow uses human-in-the-loop."""
+def validate_graph(
+    specs: Mapping[str, StepSpec], cls_name: str, skip: frozenset[str] = frozenset()
+) -> bool:
+    """Check the event graph; return True if the workflow uses human-in-the-loop.
+
+    ``skip`` names checks not to run (``Workflow(skip_graph_checks=...)``); a step's own
+    ``skip_graph_checks`` exempts that step."""
     if not specs:
         raise WorkflowConfigurationError(
             f"Workflow '{cls_name}' has no configured steps. Did you forget to annotate "
@@ -103,7 +108,8 @@ def validate_graph(specs: Mapping[str, StepSpec], cls_name: str) -> bool:
             + ", ".join(sorted(t.__name__ for t in unused))
         )
     _check_fan_in(specs)
-    _check_reachability(specs)
+    if "reachability" not in skip:
+        _check_reachability(specs)
     return any(_sub(p, InputRequiredEvent) for p in produced) or any(
         _sub(t, HumanResponseEvent) for s in specs.values() for t in s.accepted_events
     )
@@ -154,7 +160,9 @@ def _check_reachability(specs: Mapping[str, StepSpec]) -> None:
     unreachable = [
         s.name
         for s in specs.values()
-        if s.role == "step" and not any(_accepts_type(s, t) for t in reachable_events)
+        if s.role == "step"
+        and "reachability" not in s.skip_graph_checks
+        and not any(_accepts_type(s, t) for t in reachable_events)
     ]
     if unreachable:
         names = ", ".join(unreachable)

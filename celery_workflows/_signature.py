@@ -28,7 +28,6 @@ class StepSpec:
     """What the runtime needs to know about one step, read once from its signature."""
 
     name: str
-    qualname: str
     accepted_events: tuple[type[Event], ...]
     event_params: tuple[tuple[str, tuple[type[Event], ...]], ...]
     return_types: tuple[Any, ...]
@@ -43,6 +42,8 @@ class StepSpec:
     collection_param: str | None = None
     role: StepRole = "step"
     catch_error_for_steps: tuple[str, ...] | None = None
+    #: Graph checks this step is exempt from (``"reachability"``, ``"dead_end"``).
+    skip_graph_checks: tuple[str, ...] = ()
     catch_error_max_recoveries: int = 1
     output_events: tuple[type[Event], ...] = field(default=())
 
@@ -181,6 +182,7 @@ def build_spec(
     role: StepRole = "step",
     for_steps: list[str] | None = None,
     max_recoveries: int = 1,
+    skip_graph_checks: list[str] | None = None,
 ) -> StepSpec:
     """Inspect ``func`` and return its spec, or raise WorkflowValidationError."""
     name = func.__name__
@@ -207,7 +209,6 @@ def build_spec(
         )
     return StepSpec(
         name=name,
-        qualname=func.__qualname__,
         accepted_events=accepted,
         event_params=tuple(params.events),
         return_types=returns,
@@ -224,4 +225,5 @@ def build_spec(
         catch_error_for_steps=tuple(for_steps) if for_steps is not None else None,
         catch_error_max_recoveries=max_recoveries,
         output_events=tuple(t for t in returns if _is_event_type(t)),
+        skip_graph_checks=tuple(skip_graph_checks or ()),
     )

@@ -35,6 +35,22 @@ def _is_free_function(qualname: str) -> bool:
     return len(parts) == 1 or parts[-2] == "<locals>"
 
 
+#: Graph checks a step or a workflow may skip (upstream's names).
+STEP_GRAPH_CHECKS = ("dead_end", "reachability")
+WORKFLOW_GRAPH_CHECKS = ("dead_end", "reachability", "terminal_event")
+
+
+def _graph_checks(names: Any, valid: tuple[str, ...]) -> list[str]:
+    """The checks named in ``names``, WorkflowValidationError for an unknown one."""
+    chosen = list(names or ())
+    unknown = sorted(set(chosen) - set(valid))
+    if unknown:
+        raise WorkflowValidationError(
+            f"Unknown graph check names: {', '.join(unknown)}. Valid names are: {', '.join(valid)}"
+        )
+    return chosen
+
+
 def _mark(
     func: F,
     localns: dict[str, Any],
@@ -82,7 +98,8 @@ def step(
         workflow: the workflow class a free function belongs to.
         num_workers: how many invocations of this step may run at once in one run.
         retry_policy: a :class:`~celery_workflows.retry_policy.RetryPolicy`.
-        skip_graph_checks: accepted for compatibility; graph checks are not skipped.
+        skip_graph_checks: graph checks this step is exempt from (``"reachability"``,
+            ``"dead_end"``); an unknown name is an error.
         accept_event_subclasses: route subclasses of the accepted events here too.
     """
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers <= 0:
@@ -97,6 +114,7 @@ def step(
             num_workers=num_workers,
             retry_policy=retry_policy,
             accept_event_subclasses=accept_event_subclasses,
+            skip_graph_checks=_graph_checks(skip_graph_checks, STEP_GRAPH_CHECKS),
         )
 
     return decorator(func) if func is not None else decorator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any
@@ -102,8 +103,12 @@ class WorkflowHandler:
                 break
 
     async def cancel_run(self, *, timeout: float = 5.0) -> None:
-        """Cancel the run; awaiting the handler then raises WorkflowCancelledByUser."""
+        """Cancel the run and wait up to ``timeout`` seconds for it to have ended;
+        awaiting the handler then raises WorkflowCancelledByUser."""
         await self._runtime.cancel(self._binding, self.run_id)
+        # The cancel commits the run's end; what is left is the waiters seeing it.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._runtime.result(self._binding, self.run_id), timeout)
 
     async def send_event(self, event: Event, step: str | None = None) -> None:
         """Send ``event`` into the run (e.g. a HumanResponseEvent)."""

@@ -12,6 +12,7 @@ from . import _graph
 from ._serializers import JsonSerializer
 from ._signature import StepSpec
 from .context.state_store import DictState
+from .decorators import WORKFLOW_GRAPH_CHECKS, _graph_checks
 from .errors import WorkflowRuntimeError, WorkflowValidationError
 from .events import Event, StartEvent, StopEvent
 from .handler import WorkflowHandler
@@ -40,12 +41,15 @@ class Workflow(metaclass=_WorkflowMeta):
     Args:
         timeout: seconds a run may take (None: no limit); WorkflowTimeoutError after.
         disable_validation: skip the event graph checks at ``run()``.
-        verbose: accepted for compatibility.
+        verbose: print a line when a step starts and when it completes (to the
+            ``celery_workflows.verbose`` logger when it logs INFO, else to stdout).
         resource_manager: where ``Resource`` values are built and cached.
         num_concurrent_runs: how many runs of this workflow may be active at once.
         runtime: where runs execute: ``CeleryRuntime(app, ...)`` or None for in-process.
         workflow_name: the stable name used in task names and the run store
             (default: ``module.QualName``).
+        skip_graph_checks: graph checks not to run (``"reachability"``, ``"dead_end"``,
+            ``"terminal_event"``); an unknown name is an error.
         serializer: a ``JsonSerializer(allowed_types=[...])`` registers more classes that
             stored payloads of this workflow may name: pydantic models kept in untyped
             state, exception classes to rebuild when a step fails. Payloads are always
@@ -76,6 +80,7 @@ class Workflow(metaclass=_WorkflowMeta):
             )
         self._timeout = timeout
         self._verbose = verbose
+        self._skip_graph_checks = frozenset(_graph_checks(skip_graph_checks, WORKFLOW_GRAPH_CHECKS))
         self._disable_validation = disable_validation
         self._num_concurrent_runs = num_concurrent_runs
         self._workflow_name = workflow_name
@@ -196,7 +201,9 @@ class Workflow(metaclass=_WorkflowMeta):
 
     def validate(self) -> bool:
         """Check the event graph; True if the workflow uses human-in-the-loop events."""
-        return _graph.validate_graph(self._step_specs(), type(self).__name__)
+        return _graph.validate_graph(
+            self._step_specs(), type(self).__name__, skip=self._skip_graph_checks
+        )
 
     def _validate(self) -> None:
         if self._disable_validation or self._validated:

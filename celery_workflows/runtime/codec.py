@@ -30,8 +30,6 @@ class Codec(Protocol):
     def decode_event(self, payload: Any) -> Event: ...
     def encode_state(self, state: BaseModel) -> Any: ...
     def decode_state(self, payload: Any, *, for_edit: bool) -> BaseModel: ...
-    def encode_value(self, value: Any) -> Any: ...
-    def decode_value(self, payload: Any) -> Any: ...
     def encode_error(self, exc: BaseException) -> dict[str, Any]: ...
     def decode_error(self, payload: dict[str, Any]) -> BaseException: ...
 
@@ -50,12 +48,6 @@ class LiveCodec:
 
     def decode_state(self, payload: Any, *, for_edit: bool) -> BaseModel:
         return copy_for_edit(payload) if for_edit else payload
-
-    def encode_value(self, value: Any) -> Any:
-        return value
-
-    def decode_value(self, payload: Any) -> Any:
-        return payload
 
     def encode_error(self, exc: BaseException) -> dict[str, Any]:
         return {**_dump_exception(exc), "exception": exc}
@@ -168,15 +160,6 @@ class JsonCodec:
         if not isinstance(state, BaseModel):
             raise StateValidationError(f"stored state decoded to {type(state).__name__}")
         return state
-
-    def encode_value(self, value: Any) -> Any:
-        _refuse_unstorable(value, "value")
-        data = self.serializer.serialize_value(value)
-        _check_json(data, "value")
-        return data
-
-    def decode_value(self, payload: Any) -> Any:
-        return self.serializer.deserialize_value(payload)
 
     def encode_error(self, exc: BaseException) -> dict[str, Any]:
         return _dump_exception(exc)

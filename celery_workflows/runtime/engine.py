@@ -28,8 +28,10 @@ from ..errors import (
 )
 from ..events import (
     Event,
+    InputRequiredEvent,
     StartEvent,
     StepState,
+    UnhandledEvent,
     WorkflowCancelledEvent,
     WorkflowTimedOutEvent,
 )
@@ -42,9 +44,10 @@ from ..store.base import (
     RunTxn,
     utcnow,
 )
+from . import verbose as trace
 from .binding import Binding, bind
 from .codec import start_fingerprint
-from .completion import Completer, Outcome, step_state
+from .completion import Completer, Outcome, copy_meta, step_state
 from .faults import fault_point
 from .invoke import call_step
 from .routing import Output
@@ -314,7 +317,12 @@ class Engine:
             started = asyncio.ensure_future(
                 self.append_stream(binding, delivery.run_id, running, None)
             )
+        verbose = binding.workflow._verbose
+        if verbose:
+            trace.started(delivery, event)
         inv_outcome = await self._run(binding, delivery, event)
+        if verbose:
+            trace.finished(delivery, inv_outcome.result, inv_outcome.error)
         if started is not None:
             await started
         try:
@@ -412,12 +420,22 @@ class Engine:
         async with self.store.locked(run_id) as txn:
             if txn.run.finished:
                 return
-            meta = dict(txn.run.meta)
+            # A deep copy: the router edits waiters and buffers, and the in-memory store
+            # hands out its committed meta (a rolled-back transaction must leave it as is).
+            meta = copy_meta(txn.run.meta)
             routed = binding.router.route(meta, [Output(event, step)], parent)
             txn.set_meta(meta)
             txn.add_deliveries(routed.deliveries)
             if routed.deliveries and txn.run.status == "waiting":
                 txn.set_status("running")
+            for lost in routed.unhandled:
+                # As upstream: an event sent in that no step or waiter takes is reported
+                # on the stream (internal), except a human-in-the-loop request.
+                if not isinstance(lost, InputRequiredEvent):
+                    idle = not routed.deliveries and not await txn.open_deliveries()
+                    await txn.append_stream(
+                        binding.codec.encode_event(unhandled_event(lost, step, idle)), None
+                    )
         self.publish(binding, run_id, routed.deliveries)
         self.notify(run_id)
 
@@ -476,6 +494,17 @@ def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) 
         return f"run {run_id!r} start"
     steps = ", ".join(repr(s.name) for s in binding.router.targets(start_event, None))
     return f"run {run_id!r} step {steps or '(none)'}, start"
+
+
+def unhandled_event(event: Event, step: str | None, idle: bool) -> UnhandledEvent:
+    """The stream's record of an event that nothing in the run took."""
+    cls = type(event)
+    return UnhandledEvent(
+        event_type=cls.__name__,
+        qualified_name=f"{cls.__module__}.{cls.__name__}",
+        step_name=step,
+        idle=idle,
+    )
 
 
 def _decode_list(codec: Any, payload: Any) -> list[Event] | None:

@@ -193,6 +193,32 @@ async def test_stream_events_hides_internal_events_unless_exposed(
     assert type(internal[-1]) is impl.StopEvent
 
 
+async def test_an_event_sent_in_that_nothing_takes_is_streamed_as_unhandled(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    class Stray(impl.Event):
+        note: str
+
+    runs: list[str] = []
+    handler = asking_workflow(impl, runs).run()
+
+    async def converse() -> list[Any]:
+        seen = []
+        async for ev in handler.stream_events(expose_internal=True):
+            seen.append(ev)
+            if isinstance(ev, impl.InputRequiredEvent):
+                handler.ctx.send_event(Stray(note="nobody listens"))
+            if isinstance(ev, impl.events.UnhandledEvent):
+                handler.ctx.send_event(impl.HumanResponseEvent(response="ada"))
+        return seen
+
+    seen = await bounded(converse())
+    assert await bounded(handler) == "ada"
+    unhandled = [ev for ev in seen if isinstance(ev, impl.events.UnhandledEvent)]
+    assert [(ev.event_type, ev.step_name) for ev in unhandled] == [("Stray", None)]
+    assert unhandled[0].qualified_name.endswith(".Stray")
+
+
 async def test_workflow_test_runner_collects_streamed_events_and_result(
     impl: SimpleNamespace, bounded: Any
 ) -> None:

@@ -183,6 +183,42 @@ def test_unreachable_step_fails_graph_validation_at_run(impl: SimpleNamespace) -
     assert "[reachability] Unreachable steps: spin" in message
 
 
+def island(impl: SimpleNamespace, **step_options: Any) -> Any:
+    """A workflow whose ``spin`` step no event from StartEvent reaches."""
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+
+    class Loop(Event):
+        pass
+
+    class Island(impl.Workflow):
+        @step
+        async def begin(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="done")
+
+        @step(**step_options)
+        async def spin(self, ev: Loop) -> Loop | StopEvent:
+            return StopEvent()
+
+    return Island
+
+
+async def test_skip_graph_checks_on_the_workflow_skips_reachability(
+    impl: SimpleNamespace,
+) -> None:
+    workflow = island(impl)(skip_graph_checks={"reachability"}, timeout=10)
+    assert await workflow.run() == "done"
+
+
+async def test_skip_graph_checks_on_a_step_exempts_that_step(impl: SimpleNamespace) -> None:
+    workflow = island(impl, skip_graph_checks=["reachability"])(timeout=10)
+    assert await workflow.run() == "done"
+
+
+def test_an_unknown_graph_check_name_is_refused(impl: SimpleNamespace) -> None:
+    with pytest.raises(impl.errors.WorkflowValidationError, match="Unknown graph check"):
+        island(impl)(skip_graph_checks={"no_such_check"})
+
+
 def test_step_without_event_parameter_fails_at_decoration(impl: SimpleNamespace) -> None:
     StopEvent, step = impl.StopEvent, impl.step
 

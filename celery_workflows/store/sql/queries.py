@@ -12,13 +12,11 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    Delete,
     Insert,
     Row,
     Update,
     and_,
     bindparam,
-    delete,
     func,
     or_,
     select,
@@ -28,7 +26,7 @@ from sqlalchemy import (
 
 from celery_workflows.store.base import DeliveryRecord, RunRecord, StreamEntry
 from celery_workflows.store.sql.dialects import AnySelect, SqlDialect
-from celery_workflows.store.sql.schema import deliveries, journal, metadata, runs, stream
+from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
 
 __all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row"]
 
@@ -175,11 +173,6 @@ class Queries:
             stmt = update(runs).where(_r.run_id == bindparam("p_run_id")).values(values)
             self._run_updates[key] = stmt
         return stmt
-
-    @staticmethod
-    def delete_all() -> list[Delete]:
-        """Empty every table, children first (tests and benchmarks)."""
-        return [delete(table) for table in reversed(metadata.sorted_tables)]
 
 
 def _due(*conditions: Any) -> AnySelect:

@@ -8,7 +8,6 @@ named ``celery_workflows.step:<workflow_name>.<step_name>``. Workers are plain
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 
 from ..context.context import Context
 from ..handler import WorkflowHandler
-from ..runtime.base import BaseRuntime, RunHandle, Wakeups
+from ..runtime.base import BaseRuntime, RunHandle
 from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
@@ -113,15 +112,14 @@ class CeleryRuntime(BaseRuntime):
         self.max_event_bytes = max_event_bytes
         self.max_state_bytes = max_state_bytes
         self.create_schema = create_schema
-        self.dispatcher = CeleryDispatcher(app)
+        super().__init__(
+            self._make_sql_store,
+            CeleryDispatcher(app),
+            per_process=True,
+            lease_seconds=lease_seconds,
+        )
         #: The workflow registered last under each name (what a new process registers).
         self._workflows: dict[str, Workflow] = {}
-        self._pid: int | None = None
-        self._store: SqlRunStore | None = None
-        self._engine: Engine | None = None
-        self._lock = threading.Lock()
-        self._wakeups = Wakeups()
-        self._background = set()
         self.worker = Worker(self)
         self.sweeper = Sweeper(self)
         #: Workers of this process that run (set by the bootstep): a workflow registered
@@ -141,40 +139,19 @@ class CeleryRuntime(BaseRuntime):
 
     # --- per-process store and engine ------------------------------------------------------
 
-    def after_fork(self) -> None:
-        """In a forked child: a fresh lock (another thread of the parent may have held it)."""
-        self._lock = threading.Lock()
+    def _make_sql_store(self) -> RunStore:
+        return SqlRunStore(
+            self.database_url,
+            create_schema=self.create_schema,
+            max_state_bytes=self.max_state_bytes,
+        )
 
-    def _ensure(self) -> Engine:
-        # Connections and threads do not survive fork(): each worker process builds its own.
-        with self._lock:
-            if self._engine is None or self._pid != os.getpid():
-                self._store = SqlRunStore(
-                    self.database_url,
-                    create_schema=self.create_schema,
-                    max_state_bytes=self.max_state_bytes,
-                )
-                engine = Engine(self._store, self.dispatcher, lease_seconds=self.lease_seconds)
-                engine.heartbeat = self.worker.heartbeat
-                engine.max_crashes = self.max_crashes
-                engine.max_event_bytes = self.max_event_bytes
-                engine.listeners.append(self)
-                for workflow in self._workflows.values():
-                    engine.register(workflow)
-                self._engine, self._pid = engine, os.getpid()
-            return self._engine
-
-    @property
-    def engine(self) -> Engine:  # type: ignore[override]
-        """This process's engine (built on first use after start or fork)."""
-        return self._ensure()
-
-    @property
-    def store(self) -> RunStore:  # type: ignore[override]
-        """This process's run store."""
-        self._ensure()
-        assert self._store is not None
-        return self._store
+    def _configure(self, engine: Engine) -> None:
+        engine.heartbeat = self.worker.heartbeat
+        engine.max_crashes = self.max_crashes
+        engine.max_event_bytes = self.max_event_bytes
+        for workflow in self._workflows.values():
+            engine.register(workflow)
 
     # --- workflows -----------------------------------------------------------------------
 

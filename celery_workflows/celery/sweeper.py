@@ -53,7 +53,8 @@ class Sweeper:
         """Stop and wait for the sweep under way (a worker shutting down)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            # Bounded: a sweep blocked on its database must not hold the worker's shutdown.
+            self._thread.join(timeout=5)
             self._thread = None
 
     def _run(self) -> None:

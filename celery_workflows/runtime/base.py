@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._serializers import BaseSerializer
@@ -120,12 +121,57 @@ class BaseRuntime:
     #: Seconds between store polls while waiting; None = wait for in-process wake-ups only.
     poll_interval: float | None = None
 
-    def __init__(self, store: RunStore, dispatcher: Dispatcher, **engine_options: Any) -> None:
-        self.store = store
-        self.engine = Engine(store, dispatcher, **engine_options)
-        self.engine.listeners.append(self)
+    def __init__(
+        self,
+        make_store: Callable[[], RunStore],
+        dispatcher: Dispatcher,
+        *,
+        per_process: bool = False,
+        **engine_options: Any,
+    ) -> None:
+        """``make_store`` builds the run store on first use; with ``per_process`` again in
+        each forked process (connections and threads do not survive ``fork()``)."""
+        self.dispatcher = dispatcher
+        self._make_store = make_store
+        self._per_process = per_process
+        self._engine_options = engine_options
+        self._built: tuple[int, RunStore, Engine] | None = None
+        self._lock = threading.Lock()
         self._wakeups = Wakeups()
         self._background: set[asyncio.Task[Any]] = set()
+
+    # --- this process's store and engine ---------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """This process's engine (built on first use, and after a fork if per process)."""
+        return self._ensure()[2]
+
+    @property
+    def store(self) -> RunStore:
+        """This process's run store."""
+        return self._ensure()[1]
+
+    def _ensure(self) -> tuple[int, RunStore, Engine]:
+        built = self._built
+        if built is not None and (not self._per_process or built[0] == os.getpid()):
+            return built
+        with self._lock:
+            built = self._built
+            if built is None or (self._per_process and built[0] != os.getpid()):
+                store = self._make_store()
+                engine = Engine(store, self.dispatcher, **self._engine_options)
+                engine.listeners.append(self)
+                self._configure(engine)
+                built = self._built = (os.getpid(), store, engine)
+            return built
+
+    def _configure(self, engine: Engine) -> None:
+        """Subclasses set up a new engine here (hooks, workflows already registered)."""
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread of the parent may have held it)."""
+        self._lock = threading.Lock()
 
     # --- registration ----------------------------------------------------------------
 

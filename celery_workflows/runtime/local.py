@@ -89,15 +89,18 @@ class LocalRuntime(BaseRuntime):
     """Runs workflows in this process, in the current event loop (no servers)."""
 
     def __init__(self, store: RunStore | None = None) -> None:
-        self.dispatcher = InlineDispatcher()
-        super().__init__(store or InMemoryRunStore(), self.dispatcher)
-        self.dispatcher.engine = self.engine
-        self.engine.step_events = True
-        self.engine.live_results = OrderedDict()
+        run_store = store or InMemoryRunStore()
+        self.dispatcher: InlineDispatcher = InlineDispatcher()
+        super().__init__(lambda: run_store, self.dispatcher)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._active: dict[str, set[str]] = defaultdict(set)
         self._queued: dict[str, list[tuple[Binding, str]]] = defaultdict(list)
         self._workflow_of: dict[str, str] = {}  # unfinished run id -> workflow name
+
+    def _configure(self, engine: Engine) -> None:
+        self.dispatcher.engine = engine
+        engine.step_events = True
+        engine.live_results = OrderedDict()
 
     def start(
         self,

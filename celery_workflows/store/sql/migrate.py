@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -95,9 +96,15 @@ def take_migration_lock(connection: Connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
 
 
+#: Alembic's ``context`` and ``op`` are module-level proxies: two migrations at once in
+#: one process (two stores migrating on first use from two threads) would cross-wire.
+_ALEMBIC = threading.Lock()
+
+
 def _run(database_url: str | URL, action: Callable[[Config], None]) -> None:
     try:
-        action(alembic_config(database_url))
+        with _ALEMBIC:
+            action(alembic_config(database_url))
     except (sa_exc.ArgumentError, ValueError) as exc:
         raise StoreUnavailableError(
             f"bad run store database URL {masked_url(database_url)}: {exc}"

@@ -48,3 +48,6 @@ def test_a_new_worker_of_each_pool_finishes_runs_the_broker_lost(
         assert handler.result(timeout=60) == "done", workers.log_tail()
         state = asyncio.run(handler.ctx.store.get_state())
         assert state.steps == 3  # no lost and no doubled edit
+    workers.stop_all()  # a warm shutdown: the sweeper and heartbeats stop with the worker
+    assert second.returncode == 0, workers.log_tail()
+    assert "cannot schedule new futures" not in workers.log_tail(400)

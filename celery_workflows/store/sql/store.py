@@ -36,7 +36,7 @@ from celery_workflows.store.base import (
     StreamEntry,
     utcnow,
 )
-from celery_workflows.store.memory import check_same_start, claim_outcome, new_run_record
+from celery_workflows.store.rules import check_same_start, claim_outcome, new_run_record
 from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool

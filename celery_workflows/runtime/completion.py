@@ -9,9 +9,10 @@ deliveries are published only after the commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._signature import StepSpec
 from ..errors import InvalidMessageError, StateValidationError, WorkflowRuntimeError
@@ -25,7 +26,7 @@ from ..events import (
     WorkflowFailedEvent,
     truncated_message,
 )
-from ..store.base import DeliveryRecord, NewDelivery, RunTxn, utcnow
+from ..store.base import DeliveryRecord, NewDelivery, RunStore, RunTxn, utcnow
 from .binding import Binding
 from .faults import fault_point
 from .routing import Output, child_id
@@ -41,9 +42,6 @@ def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> Step
         input_event_name=type(event).__name__,
     )
 
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 log = logging.getLogger("celery_workflows.engine")
 
@@ -137,10 +135,25 @@ def _timeout_delivery(delivery: DeliveryRecord, waiter: dict[str, Any]) -> NewDe
     )
 
 
+class CompletionHost(Protocol):
+    """What the completion needs of the engine, and no more."""
+
+    store: RunStore
+    step_events: bool
+
+    def publish(
+        self, binding: Binding, run_id: str, deliveries: Sequence[NewDelivery | DeliveryRecord]
+    ) -> None: ...
+
+    def notify(self, run_id: str, *, finished: bool = False) -> None: ...
+
+    def remember_result(self, run_id: str, stop: Event) -> None: ...
+
+
 class Completer:
     """Commits outcomes for an :class:`~celery_workflows.runtime.engine.Engine`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: CompletionHost) -> None:
         self.engine = engine
 
     async def complete(

@@ -13,13 +13,13 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._serializers import BaseSerializer
 from .._signature import StepSpec
 from ..context.state_store import StateStore
 from ..events import Event
-from ..store.base import DeliveryRecord
+from ..store.base import DeliveryRecord, RunStore
 from .codec import event_type_name
 from .routing import Output
 from .snapshots import build_snapshot
@@ -27,7 +27,16 @@ from .state import JournalCursor, RunStateBackend
 
 if TYPE_CHECKING:
     from .binding import Binding
-    from .engine import Engine
+
+
+class StepHost(Protocol):
+    """What a step's invocation needs of the engine, and no more."""
+
+    store: RunStore
+
+    async def append_stream(
+        self, binding: Binding, run_id: str, event: Event, key: str | None
+    ) -> int: ...
 
 
 class StepSuspended(BaseException):
@@ -54,7 +63,7 @@ class CollectNeeded(BaseException):
 class Invocation:
     """One run of a step body for a claimed delivery."""
 
-    engine: Engine
+    engine: StepHost
     binding: Binding
     delivery: DeliveryRecord
     spec: StepSpec

@@ -2,6 +2,10 @@
 
     celery-workflows db upgrade [REVISION]     migrate the run store (default: newest)
     celery-workflows db current                print the revision it is at
+    celery-workflows runs list [--status S] [--workflow W] [--limit N]
+    celery-workflows runs show RUN_ID          the run row and its stream, as JSON
+    celery-workflows runs cancel RUN_ID
+    celery-workflows runs purge --older-than 7d
 
 The database URL comes from ``--database-url`` or ``CELERY_WORKFLOWS_DATABASE_URL`` (so
 it need not appear in a process listing) and is never echoed with its password.
@@ -9,11 +13,26 @@ it need not appear in a process listing) and is never echoed with its password.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
 import click
 
-from .errors import StoreUnavailableError
+from ._serializers import JsonSerializer
+from .context.state_store import DictState
+from .errors import RunNotFoundError, StoreError
+from .runtime.codec import JsonCodec
+from .runtime.engine import cancelled, halt
+from .store.base import RunQuery, RunRecord, utcnow
+from .store.sql import SqlRunStore
 from .store.sql._db import masked_url
 from .store.sql.migrate import DATABASE_URL_ENV, current, upgrade
+
+T = TypeVar("T")
 
 __all__ = ["main"]
 
@@ -44,7 +63,7 @@ def db_upgrade(database_url: str, revision: str) -> None:
     try:
         upgrade(database_url, revision)
         at = current(database_url) or "base"
-    except StoreUnavailableError as exc:
+    except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{masked_url(database_url)} is at {at}")
 
@@ -55,5 +74,115 @@ def db_current(database_url: str) -> None:
     """Print the revision the run store is at (``base``: empty)."""
     try:
         click.echo(current(database_url) or "base")
-    except StoreUnavailableError as exc:
+    except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def runs() -> None:
+    """Runs in the run store (read from any process; no worker needed)."""
+
+
+def _with_store(database_url: str, use: Callable[[SqlRunStore], Awaitable[T]]) -> T:
+    """Run ``use(store)``; store errors become a one-line message (URL masked)."""
+
+    async def go() -> T:
+        store = SqlRunStore(database_url)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except (RunNotFoundError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _summary(run: RunRecord) -> str:
+    when = run.created_at.isoformat(timespec="seconds")
+    return f"{run.run_id}  {run.status:<9}  {when}  {run.workflow_name}"
+
+
+@runs.command("list")
+@_database_url
+@click.option("--status", "statuses", multiple=True, help="Only runs in this status.")
+@click.option("--workflow", help="Only runs of this workflow name.")
+@click.option("--limit", default=50, show_default=True, help="Runs to show, newest first.")
+def runs_list(
+    database_url: str, statuses: tuple[Any, ...], workflow: str | None, limit: int
+) -> None:
+    """List runs, newest first: id, status, created, workflow."""
+    query = RunQuery(statuses=statuses or None, workflow_name=workflow, limit=limit)
+    for run in _with_store(database_url, lambda store: store.list_runs(query)):
+        click.echo(_summary(run))
+
+
+@runs.command("show")
+@_database_url
+@click.argument("run_id")
+def runs_show(database_url: str, run_id: str) -> None:
+    """The run row and its stream, as JSON (payloads as stored: nothing is decoded)."""
+
+    async def read(store: SqlRunStore) -> dict[str, Any]:
+        run = await store.get_run(run_id)
+        stream = await store.read_stream(run_id)
+        deliveries = await store.list_deliveries(run_id)
+        return {
+            "run_id": run.run_id,
+            "workflow": run.workflow_name,
+            "status": run.status,
+            "created_at": run.created_at.isoformat(),
+            "updated_at": run.updated_at.isoformat(),
+            "error": run.error,
+            "result": run.result,
+            "state": run.state,
+            "steps": [
+                {"step": d.step, "status": d.status, "attempt": d.attempt} for d in deliveries
+            ],
+            "stream": [entry.event for entry in stream],
+        }
+
+    click.echo(json.dumps(_with_store(database_url, read), indent=2, default=str))
+
+
+@runs.command("cancel")
+@_database_url
+@click.argument("run_id")
+def runs_cancel(database_url: str, run_id: str) -> None:
+    """Cancel a run: it streams WorkflowCancelledEvent and ends as cancelled."""
+    codec = JsonCodec(JsonSerializer(), DictState)
+
+    async def cancel(store: SqlRunStore) -> bool:
+        return await halt(store, codec, run_id, cancelled, "cancelled")
+
+    ended = _with_store(database_url, cancel)
+    click.echo(f"{run_id} cancelled" if ended else f"{run_id} had already ended")
+
+
+_AGE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _age(text: str) -> timedelta:
+    found = _AGE.match(text.strip())
+    if found is None:
+        raise click.BadParameter(f"{text!r}: give a number and s, m, h or d (e.g. 7d)")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+@runs.command("purge")
+@_database_url
+@click.option("--older-than", "older_than", required=True, help="Age, e.g. 7d, 12h, 30m.")
+def runs_purge(database_url: str, older_than: str) -> None:
+    """Delete finished runs last updated longer ago than --older-than (with their
+    deliveries, journal and stream). Running and waiting runs are kept."""
+    cutoff = utcnow() - _age(older_than)
+
+    async def purge(store: SqlRunStore) -> int:
+        total = 0
+        while deleted := await store.delete_runs(finished_before=cutoff, limit=1000):
+            total += deleted
+        return total
+
+    click.echo(f"deleted {_with_store(database_url, purge)} finished runs")

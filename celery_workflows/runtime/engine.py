@@ -46,7 +46,7 @@ from ..store.base import (
 )
 from . import verbose as trace
 from .binding import Binding, bind
-from .codec import start_fingerprint
+from .codec import Codec, start_fingerprint
 from .completion import Completer, Outcome, copy_meta, step_state
 from .faults import fault_point
 from .invoke import call_step
@@ -450,11 +450,7 @@ class Engine:
 
     async def cancel(self, binding: Binding, run_id: str) -> bool:
         """Cancel a run: stream WorkflowCancelledEvent, status cancelled."""
-
-        async def ending(_: RunTxn) -> tuple[Event, dict[str, Any]]:
-            return WorkflowCancelledEvent(), {"kind": "cancelled"}
-
-        return await self._halt(binding, run_id, ending, "cancelled")
+        return await self._halt(binding, run_id, cancelled, "cancelled")
 
     async def expire(self, binding: Binding, run_id: str, timeout: float) -> bool:
         """Fail a run that outlived its timeout, like upstream (WorkflowTimeoutError)."""
@@ -476,16 +472,34 @@ class Engine:
         ending: Callable[[RunTxn], Awaitable[tuple[Event, dict[str, Any]]]],
         status: Any,
     ) -> bool:
-        """End a still-going run in one locked transaction: the event ``ending`` makes
-        is streamed and the run takes ``status`` with its error."""
-        async with self.store.locked(run_id) as txn:
-            if txn.run.finished:
-                return False
-            event, error = await ending(txn)
-            await txn.append_stream(binding.codec.encode_event(event), f"{run_id}:halt")
-            txn.set_status(status, error=error)
-        self.notify(run_id, finished=True)
-        return True
+        """End a still-going run (see :func:`halt`) and wake its waiters."""
+        ended = await halt(self.store, binding.codec, run_id, ending, status)
+        if ended:
+            self.notify(run_id, finished=True)
+        return ended
+
+
+async def cancelled(_: RunTxn) -> tuple[Event, dict[str, Any]]:
+    """The ending of a cancelled run: its stream event and error."""
+    return WorkflowCancelledEvent(), {"kind": "cancelled"}
+
+
+async def halt(
+    store: RunStore,
+    codec: Codec,
+    run_id: str,
+    ending: Callable[[RunTxn], Awaitable[tuple[Event, dict[str, Any]]]],
+    status: Any,
+) -> bool:
+    """End a still-going run in one locked transaction: the event ``ending`` makes is
+    streamed and the run takes ``status`` with its error. False if it had ended."""
+    async with store.locked(run_id) as txn:
+        if txn.run.finished:
+            return False
+        event, error = await ending(txn)
+        await txn.append_stream(codec.encode_event(event), f"{run_id}:halt")
+        txn.set_status(status, error=error)
+    return True
 
 
 def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) -> str:

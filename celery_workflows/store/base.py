@@ -130,6 +130,32 @@ class DeliveryRecord:
         return Fence(self.delivery_id, self.attempt)
 
 
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs :meth:`RunStore.list_runs` returns: newest first, one page.
+
+    ``cursor`` is ``(created_at, run_id)`` of the last run of the previous page; the next
+    page holds the runs after it (keyset paging: stable while runs are added).
+    """
+
+    statuses: tuple[RunStatus, ...] | None = None
+    workflow_name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 100
+    cursor: tuple[datetime, str] | None = None
+
+
+def run_matches(run: RunRecord, query: RunQuery) -> bool:
+    """Whether ``run`` is one ``query`` asks for (the cursor aside)."""
+    return (
+        (query.statuses is None or run.status in query.statuses)
+        and (query.workflow_name is None or run.workflow_name == query.workflow_name)
+        and (query.created_after is None or run.created_at >= query.created_after)
+        and (query.created_before is None or run.created_at < query.created_before)
+    )
+
+
 #: A step of a workflow: ``(workflow_name, step_name)``.
 StepKey = tuple[str, str]
 
@@ -308,6 +334,15 @@ class RunStore(Protocol):
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[StreamEntry]:
         """Stream entries with ``seq > after_seq`` in order."""
+        ...
+
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first (``created_at``, then ``run_id``)."""
+        ...
+
+    async def delete_runs(self, *, finished_before: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished runs last updated before ``finished_before``, with
+        their deliveries, journal and stream; return how many were deleted."""
         ...
 
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:

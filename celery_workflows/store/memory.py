@@ -34,11 +34,13 @@ from celery_workflows.store.base import (
     JournalMark,
     NewDelivery,
     NewRun,
+    RunQuery,
     RunRecord,
     RunStatus,
     StepKey,
     StreamEntry,
     first_published_at,
+    run_matches,
     utcnow,
 )
 from celery_workflows.store.rules import (
@@ -198,6 +200,33 @@ class InMemoryRunStore:
             return records
         wanted = set(statuses)
         return [r for r in records if r.status in wanted]
+
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first."""
+        runs = [row.record for row in self._runs.values() if run_matches(row.record, query)]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        if query.cursor is not None:
+            runs = [r for r in runs if (r.created_at, r.run_id) < query.cursor]
+        return runs[: query.limit]
+
+    async def delete_runs(self, *, finished_before: datetime, limit: int = 1000) -> int:
+        """Delete finished runs last updated before ``finished_before`` (and all of theirs)."""
+        doomed = [
+            run_id
+            for run_id, row in self._runs.items()
+            if row.record.finished and row.record.updated_at < finished_before
+        ][:limit]
+        for run_id in doomed:
+            row = self._runs.pop(run_id)
+            journals = {self._deliveries[d].journal_id for d in row.delivery_ids}
+            for delivery_id in row.delivery_ids:
+                self._deliveries.pop(delivery_id, None)
+                self._open.pop(delivery_id, None)
+            for key in [k for k in self._journal if k[0] in journals]:
+                del self._journal[key]
+            if row.record.idempotency_key is not None:
+                self._idempotency.pop(row.record.idempotency_key, None)
+        return len(doomed)
 
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still going past their ``deadline_at``, oldest deadline first."""

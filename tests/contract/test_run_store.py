@@ -28,6 +28,7 @@ from celery_workflows.store.base import (
     Fence,
     NewDelivery,
     NewRun,
+    RunQuery,
     RunRecord,
     RunStore,
 )
@@ -1016,3 +1017,70 @@ async def test_expired_runs_lists_only_unfinished_runs_past_their_deadline(
     async with store.locked("done") as txn:
         txn.set_status("completed", result={"r": 1})
     assert [r.run_id for r in await store.expired_runs()] == ["late"]
+
+
+# --- listing and purging -----------------------------------------------------------------
+
+
+async def test_list_runs_filters_by_status_workflow_and_time_newest_first(
+    store: RunStore, clock: FakeClock
+) -> None:
+    for name, workflow in (("a", "wf"), ("b", "other"), ("c", "wf"), ("d", "wf")):
+        await store.create_run(NewRun(name, workflow, {}, {}), [])
+        clock.advance(1)
+    async with store.locked("c") as txn:
+        txn.set_status("completed", result={"r": 1})
+    ids = [r.run_id for r in await store.list_runs(RunQuery())]
+    assert ids == ["d", "c", "b", "a"]
+    by_workflow = await store.list_runs(RunQuery(workflow_name="wf"))
+    assert [r.run_id for r in by_workflow] == ["d", "c", "a"]
+    running = await store.list_runs(RunQuery(statuses=("running",), workflow_name="wf"))
+    assert [r.run_id for r in running] == ["d", "a"]
+    a, d = await store.get_run("a"), await store.get_run("d")
+    window = RunQuery(created_after=a.created_at, created_before=d.created_at)
+    assert [r.run_id for r in await store.list_runs(window)] == ["c", "b", "a"]
+
+
+async def test_list_runs_pages_by_cursor_without_gaps_or_repeats(
+    store: RunStore, clock: FakeClock
+) -> None:
+    for n in range(7):
+        await store.create_run(NewRun(f"r{n}", "wf", {}, {}), [])
+        if n % 2:
+            clock.advance(1)  # some runs share a second, the cursor tells them apart
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_runs(RunQuery(limit=3, cursor=cursor))
+        if not page:
+            break
+        seen.extend(r.run_id for r in page)
+        cursor = (page[-1].created_at, page[-1].run_id)
+    assert sorted(seen) == [f"r{n}" for n in range(7)] and len(seen) == 7
+
+
+async def test_delete_runs_removes_finished_runs_with_everything_of_theirs(
+    store: RunStore, clock: FakeClock
+) -> None:
+    await start(store, "old", ("o1",))
+    await start(store, "live", ("l1",))
+    d = await claim(store, "o1")
+    async with store.locked("old", d.fence) as txn:
+        txn.journal_put(d.journal_id, 0, {"edit": 1})
+        await txn.append_stream({"n": 1})
+        txn.finish_delivery(d.fence, "done")
+        txn.set_status("completed", result={"r": 1})
+    clock.advance(3600)
+    cutoff = clock.now
+    await start(store, "new", ("n1",))
+    async with store.locked("new") as txn:
+        txn.set_status("failed", error={"kind": "step"})
+    assert await store.delete_runs(finished_before=cutoff) == 1  # not running, not newer
+    with pytest.raises(RunNotFoundError):
+        await store.get_run("old")
+    with pytest.raises(DeliveryNotFoundError):
+        await store.get_delivery("o1")
+    async with store.locked("live") as txn:
+        assert await txn.journal_get(d.journal_id, 0) is None
+    assert {r.run_id for r in await store.list_runs(RunQuery())} == {"live", "new"}
+    assert await store.delete_runs(finished_before=cutoff) == 0

@@ -19,7 +19,7 @@ from celery_workflows.store.sql.schema import metadata
 pytestmark = pytest.mark.integration
 
 TABLES = {"cw_runs", "cw_deliveries", "cw_journal", "cw_stream"}
-HEAD = "cw0003"
+HEAD = "cw0004"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

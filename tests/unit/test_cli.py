@@ -25,8 +25,8 @@ def test_db_upgrade_then_current_report_the_newest_revision(tmp_path: Path) -> N
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     upgraded = cli("db", "upgrade", "--database-url", url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip().endswith("is at cw0003")
-    assert cli("db", "current", "--database-url", url).stdout.strip() == "cw0003"
+    assert upgraded.stdout.strip().endswith("is at cw0004")
+    assert cli("db", "current", "--database-url", url).stdout.strip() == "cw0004"
 
 
 def test_the_database_url_comes_from_the_environment(tmp_path: Path) -> None:
@@ -40,3 +40,61 @@ def test_an_unreachable_database_is_reported_without_its_password() -> None:
     failed = cli("db", "current", "--database-url", "postgresql+psycopg://cw:s3cret@127.0.0.1:1/x")
     assert failed.returncode == 1
     assert "cw:***@127.0.0.1:1/x" in failed.stderr and "s3cret" not in failed.stderr
+
+
+def make_runs(url: str) -> None:
+    """Three runs on a SQLite store: one finished long ago, one failed now, one waiting."""
+    import asyncio
+    from datetime import timedelta
+
+    from celery_workflows.store.base import NewRun, utcnow
+    from celery_workflows.store.sql import SqlRunStore
+
+    async def fill() -> None:
+        long_ago = utcnow() - timedelta(days=30)
+        old = SqlRunStore(url, create_schema=True, clock=lambda: long_ago)
+        await old.create_run(NewRun("old", "wf.Report", {}, {}), [])
+        async with old.locked("old") as txn:
+            txn.set_status("completed", result={"r": 1})
+        await old.close()
+        store = SqlRunStore(url)
+        await store.create_run(NewRun("failed", "wf.Report", {}, {}), [])
+        async with store.locked("failed") as txn:
+            txn.set_status("failed", error={"kind": "step", "message": "boom"})
+        await store.create_run(NewRun("waiting", "wf.Ask", {"n": 1}, {}), [])
+        await store.close()
+
+    asyncio.run(fill())
+
+
+def test_runs_list_show_cancel_and_purge(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    make_runs(url)
+    env = {**os.environ, "CELERY_WORKFLOWS_DATABASE_URL": url}
+    listed = cli("runs", "list", env=env).stdout.splitlines()
+    assert [line.split()[:2] for line in listed] == [
+        ["waiting", "running"],
+        ["failed", "failed"],
+        ["old", "completed"],
+    ]
+    only = cli("runs", "list", "--workflow", "wf.Report", "--status", "failed", env=env)
+    assert [line.split()[0] for line in only.stdout.splitlines()] == ["failed"]
+
+    shown = cli("runs", "show", "waiting", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert '"status": "running"' in shown.stdout and '"n": 1' in shown.stdout
+    missing = cli("runs", "show", "nope", env=env)
+    assert missing.returncode == 1 and "run 'nope' does not exist" in missing.stderr
+
+    assert cli("runs", "cancel", "waiting", env=env).stdout.strip() == "waiting cancelled"
+    assert "had already ended" in cli("runs", "cancel", "waiting", env=env).stdout
+    assert "WorkflowCancelledEvent" in cli("runs", "show", "waiting", env=env).stdout
+
+    purged = cli("runs", "purge", "--older-than", "7d", env=env)
+    assert purged.stdout.strip() == "deleted 1 finished runs"  # only the 30-day-old one
+    assert [line.split()[0] for line in cli("runs", "list", env=env).stdout.splitlines()] == [
+        "waiting",
+        "failed",
+    ]
+    bad = cli("runs", "purge", "--older-than", "soon", env=env)
+    assert bad.returncode == 2 and "7d" in bad.stderr

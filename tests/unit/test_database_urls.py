@@ -13,7 +13,7 @@ from celery_workflows.store.sql import SqlRunStore, current
 from celery_workflows.store.sql._db import masked_url
 from celery_workflows.store.sql.migrate import DATABASE_URL_ENV, main
 
-HEAD = "cw0003"
+HEAD = "cw0004"
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,13 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Delete,
     Insert,
     Row,
     Update,
     and_,
     bindparam,
+    delete,
     func,
     or_,
     select,
@@ -24,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 
-from celery_workflows.store.base import DeliveryRecord, RunRecord, StreamEntry
+from celery_workflows.store.base import DeliveryRecord, RunQuery, RunRecord, StreamEntry
 from celery_workflows.store.sql.dialects import AnySelect, SqlDialect
 from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
 
@@ -121,6 +123,15 @@ class Queries:
         self.open_deliveries = self.list_deliveries.where(_d.status.in_(_OPEN))
         self.due_pending = dialect.skip_locked(_due_pending(), of=deliveries)
         self.due_running = dialect.skip_locked(_due_running(), of=deliveries)
+        self.delete_runs: Delete = delete(runs).where(
+            _r.run_id.in_(bindparam("p_ids", expanding=True))
+        )
+        self.finished_before: AnySelect = (
+            select(_r.run_id)
+            .where(_r.status.in_(["completed", "failed", "cancelled"]))
+            .where(_r.updated_at < bindparam("p_before"))
+            .limit(bindparam("p_limit"))
+        )
         self.expired_runs: AnySelect = (
             select(runs)
             .where(
@@ -212,6 +223,30 @@ def _due_running() -> AnySelect:
         ),
         tuple_(_r.workflow_name, _d.step).in_(bindparam("p_served", expanding=True)),
     )
+
+
+def list_runs(query: RunQuery) -> tuple[AnySelect, dict[str, Any]]:
+    """The page of runs ``query`` asks for, newest first (index ``(created_at, run_id)``)."""
+    stmt = select(runs)
+    params: dict[str, Any] = {"p_limit": query.limit}
+    if query.statuses is not None:
+        stmt = stmt.where(_r.status.in_(bindparam("p_statuses", expanding=True)))
+        params["p_statuses"] = list(query.statuses)
+    if query.workflow_name is not None:
+        stmt = stmt.where(_r.workflow_name == bindparam("p_workflow"))
+        params["p_workflow"] = query.workflow_name
+    if query.created_after is not None:
+        stmt = stmt.where(_r.created_at >= bindparam("p_after", type_=_r.created_at.type))
+        params["p_after"] = query.created_after
+    if query.created_before is not None:
+        stmt = stmt.where(_r.created_at < bindparam("p_before", type_=_r.created_at.type))
+        params["p_before"] = query.created_before
+    if query.cursor is not None:
+        at = bindparam("p_cursor_at", type_=_r.created_at.type)
+        stmt = stmt.where(tuple_(_r.created_at, _r.run_id) < tuple_(at, bindparam("p_cursor_id")))
+        params["p_cursor_at"], params["p_cursor_id"] = query.cursor
+    order = stmt.order_by(_r.created_at.desc(), _r.run_id.desc()).limit(bindparam("p_limit"))
+    return order, params
 
 
 def run_from_row(row: Row[Any]) -> RunRecord:

@@ -96,6 +96,9 @@ runs = Table(
     # Digest of the start (see NewRun): a run id started again must match it.
     Column("start_fingerprint", String(64)),
     Index(None, "status"),
+    # list_runs: newest first, whole table or one workflow (keyset paging).
+    Index(None, "created_at", "run_id"),
+    Index(None, "workflow_name", "created_at"),
 )
 
 deliveries = Table(

@@ -31,6 +31,7 @@ from celery_workflows.store.base import (
     Fence,
     NewDelivery,
     NewRun,
+    RunQuery,
     RunRecord,
     StepKey,
     StreamEntry,
@@ -42,7 +43,12 @@ from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
 from celery_workflows.store.sql._txn import SqlRunTxn, delivery_rows
 from celery_workflows.store.sql.migrate import upgrade
-from celery_workflows.store.sql.queries import delivery_from_row, run_from_row, stream_from_row
+from celery_workflows.store.sql.queries import (
+    delivery_from_row,
+    list_runs,
+    run_from_row,
+    stream_from_row,
+)
 
 __all__ = ["DEFAULT_MAX_STATE_BYTES", "SqlRunStore"]
 
@@ -299,6 +305,24 @@ class SqlRunStore:
             stmt, params["p_statuses"] = self._q.list_deliveries_by_status, list(statuses)
         rows = await self._all(stmt, params, check_run=run_id)
         return [delivery_from_row(row) for row in rows]
+
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first."""
+        stmt, params = list_runs(query)
+        return [run_from_row(row) for row in await self._all(stmt, params)]
+
+    async def delete_runs(self, *, finished_before: datetime, limit: int = 1000) -> int:
+        """Delete finished runs last updated before ``finished_before`` (their deliveries,
+        journal and stream go with them: ON DELETE CASCADE)."""
+        params = {"p_before": finished_before, "p_limit": limit}
+
+        def txn(conn: Connection) -> int:
+            ids = list(conn.execute(self._q.finished_before, params).scalars())
+            if ids:
+                conn.execute(self._q.delete_runs, {"p_ids": ids})
+            return len(ids)
+
+        return await self._transaction(txn, write=True)
 
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still going past their ``deadline_at``, oldest deadline first."""

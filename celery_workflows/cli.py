@@ -4,6 +4,7 @@
     celery-workflows db current                print the revision it is at
     celery-workflows runs list [--status S] [--workflow W] [--limit N]
     celery-workflows runs show RUN_ID          the run row and its stream, as JSON
+    celery-workflows runs events RUN_ID [--follow]
     celery-workflows runs cancel RUN_ID
     celery-workflows runs purge --older-than 7d
 
@@ -144,6 +145,39 @@ def runs_show(database_url: str, run_id: str) -> None:
         }
 
     click.echo(json.dumps(_with_store(database_url, read), indent=2, default=str))
+
+
+def _event_line(seq: int, payload: Any) -> str:
+    """One stream entry as a line: ``seq  Type  {fields}`` (the stored JSON, not decoded)."""
+    name = "?"
+    value = payload
+    if isinstance(payload, dict) and "qualified_name" in payload:
+        name = str(payload["qualified_name"]).rsplit(".", 1)[-1]
+        value = payload.get("value", {})
+    return f"{seq:>5}  {name}  {json.dumps(value, default=str, sort_keys=True)}"
+
+
+@runs.command("events")
+@_database_url
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
+@click.option("--after", default=0, show_default=True, help="Start after this sequence.")
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between reads.")
+def runs_events(database_url: str, run_id: str, follow: bool, after: int, interval: float) -> None:
+    """The run's event stream, one line per event; with --follow a live tail."""
+
+    async def tail(store: SqlRunStore) -> None:
+        seq = after
+        while True:
+            run = await store.get_run(run_id)  # read first: entries of a finished run are all in
+            for entry in await store.read_stream(run_id, seq):
+                seq = entry.seq
+                click.echo(_event_line(entry.seq, entry.event))
+            if not follow or run.finished:
+                return
+            await asyncio.sleep(interval)
+
+    _with_store(database_url, tail)
 
 
 @runs.command("cancel")

@@ -98,3 +98,32 @@ def test_runs_list_show_cancel_and_purge(tmp_path: Path) -> None:
     ]
     bad = cli("runs", "purge", "--older-than", "soon", env=env)
     assert bad.returncode == 2 and "7d" in bad.stderr
+
+
+def test_runs_events_prints_the_stream_and_follows_until_the_run_ends(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    make_runs(url)
+    env = {**os.environ, "CELERY_WORKFLOWS_DATABASE_URL": url}
+    assert cli("runs", "events", "waiting", env=env).stdout == ""  # nothing streamed yet
+    assert SCRIPT is not None
+    follow = subprocess.Popen(
+        [SCRIPT, "runs", "events", "waiting", "--follow", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # The tail is running (it has not ended by itself); ending the run ends it.
+        with pytest.raises(subprocess.TimeoutExpired):
+            follow.wait(timeout=1.5)
+        assert cli("runs", "cancel", "waiting", env=env).returncode == 0
+        out, err = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait(timeout=10)
+    assert follow.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1 and lines[0].split()[:2] == ["1", "WorkflowCancelledEvent"]
+    assert cli("runs", "events", "waiting", "--after", "1", env=env).stdout == ""

@@ -83,12 +83,10 @@ class _Pre(_Face):
         )
 
 
-@dataclass
-class _Caller(_Face):
-    """A started run, held by its caller: everything goes through the run port."""
+class _Ported(_Face):
+    """A face that forwards to a port (both ports share these four)."""
 
-    port: RunPort
-    serializer: BaseSerializer
+    port: RunPort | StepPort
 
     @property
     def store(self) -> StateStore[Any]:
@@ -97,6 +95,20 @@ class _Caller(_Face):
     @property
     def run_id(self) -> str:
         return self.port.run_id
+
+    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
+        return self.port.snapshot(serializer, include_state)
+
+    def send_event(self, event: Event, step: str | None) -> None:
+        self.port.send_event(event, step)
+
+
+@dataclass
+class _Caller(_Ported):
+    """A started run, held by its caller: everything goes through the run port."""
+
+    port: RunPort
+    serializer: BaseSerializer
 
     def run(self, fn: str) -> RunPort:
         return self.port
@@ -104,39 +116,19 @@ class _Caller(_Face):
     def is_running(self) -> bool:
         return self.port.is_running()
 
-    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
-        return self.port.snapshot(serializer, include_state)
-
-    def send_event(self, event: Event, step: str | None) -> None:
-        self.port.send_event(event, step)
-
 
 @dataclass
-class _InStep(_Face):
+class _InStep(_Ported):
     """Inside a step: everything goes through the step port."""
 
     port: StepPort
     serializer: BaseSerializer = field(default_factory=JsonSerializer)
-
-    @property
-    def store(self) -> StateStore[Any]:
-        return self.port.store
-
-    @property
-    def run_id(self) -> str:
-        return self.port.run_id
 
     def step(self, fn: str) -> StepPort:
         return self.port
 
     def is_running(self) -> bool:
         return True
-
-    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
-        return self.port.snapshot(serializer, include_state)
-
-    def send_event(self, event: Event, step: str | None) -> None:
-        self.port.send_event(event, step)
 
 
 class Context(Generic[MODEL_T]):

@@ -73,6 +73,7 @@ def validate_graph(
         )
     start_event_class(specs, cls_name)
     stop_event_class(specs, cls_name)
+    _check_catch_error(specs)
     stop_takers = [
         n for n, s in specs.items() if any(_sub(t, StopEvent) for t in s.accepted_events)
     ]
@@ -113,6 +114,38 @@ def validate_graph(
     return any(_sub(p, InputRequiredEvent) for p in produced) or any(
         _sub(t, HumanResponseEvent) for s in specs.values() for t in s.accepted_events
     )
+
+
+def _check_catch_error(specs: Mapping[str, StepSpec]) -> None:
+    """The ``@catch_error`` handlers' scopes: known steps, not handlers, one handler each,
+    at most one wildcard (upstream's rules and messages)."""
+    handlers = [s for s in specs.values() if s.role == "catch_error"]
+    wildcards = sorted(h.name for h in handlers if h.catch_error_for_steps is None)
+    if len(wildcards) > 1:
+        raise WorkflowValidationError(
+            "Only one wildcard @catch_error handler is allowed per workflow, "
+            f"found {len(wildcards)}: {', '.join(wildcards)}"
+        )
+    handler_names = {h.name for h in handlers}
+    claimed: dict[str, str] = {}
+    for handler in handlers:
+        for name in handler.catch_error_for_steps or ():
+            if name not in specs:
+                raise WorkflowValidationError(
+                    f"@catch_error handler '{handler.name}' lists unknown step '{name}' in "
+                    "for_steps."
+                )
+            if name in handler_names:
+                raise WorkflowValidationError(
+                    f"@catch_error handler '{handler.name}' cannot cover another handler "
+                    f"step '{name}'."
+                )
+            if name in claimed:
+                raise WorkflowValidationError(
+                    f"Step '{name}' is claimed by two @catch_error handlers: "
+                    f"'{claimed[name]}' and '{handler.name}'."
+                )
+            claimed[name] = handler.name
 
 
 def _downstream(specs: Mapping[str, StepSpec], seeds: set[type]) -> set[type]:

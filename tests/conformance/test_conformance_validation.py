@@ -419,3 +419,55 @@ def test_workflow_exposes_inferred_start_and_stop_event_classes(impl: SimpleName
     workflow = Typed()
     assert workflow.start_event_class is Begin
     assert workflow.stop_event_class is End
+
+
+def guarded(impl: SimpleNamespace, case: str) -> Any:
+    """A one-step workflow whose ``@catch_error`` handlers break one rule (``case``)."""
+    StartEvent, StopEvent, step = impl.StartEvent, impl.StopEvent, impl.step
+    StepFailedEvent, catch_error = impl.StepFailedEvent, impl.catch_error
+    scope = {
+        "unknown-step": (["nope"], None),
+        "two-wildcards": (None, None),
+        "one-step-twice": (["work"], ["work"]),
+        "covers-a-handler": (["h2"], ["work"]),
+    }[case]
+    first = catch_error if scope[0] is None else catch_error(for_steps=scope[0])
+    second = catch_error if scope[1] is None else catch_error(for_steps=scope[1])
+
+    class Guarded(impl.Workflow):
+        @step
+        async def work(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="ok")
+
+        @first
+        async def h1(self, ev: StepFailedEvent) -> StopEvent:
+            return StopEvent(result="rescued")
+
+        if case != "unknown-step":
+
+            @second
+            async def h2(self, ev: StepFailedEvent) -> StopEvent:
+                return StopEvent(result="rescued")
+
+    return Guarded
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unknown-step", "@catch_error handler 'h1' lists unknown step 'nope' in for_steps."),
+        (
+            "two-wildcards",
+            "Only one wildcard @catch_error handler is allowed per workflow, found 2: h1, h2",
+        ),
+        ("one-step-twice", "Step 'work' is claimed by two @catch_error handlers: 'h1' and 'h2'."),
+        ("covers-a-handler", "@catch_error handler 'h1' cannot cover another handler step 'h2'."),
+    ],
+)
+async def test_catch_error_scopes_are_validated_at_run(
+    impl: SimpleNamespace, case: str, message: str
+) -> None:
+    workflow = guarded(impl, case)(timeout=10)
+    with pytest.raises(impl.errors.WorkflowValidationError) as info:
+        await workflow.run()
+    assert str(info.value) == message

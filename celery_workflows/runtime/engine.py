@@ -428,14 +428,14 @@ class Engine:
             txn.add_deliveries(routed.deliveries)
             if routed.deliveries and txn.run.status == "waiting":
                 txn.set_status("running")
-            for lost in routed.unhandled:
-                # As upstream: an event sent in that no step or waiter takes is reported
-                # on the stream (internal), except a human-in-the-loop request.
-                if not isinstance(lost, InputRequiredEvent):
-                    idle = not routed.deliveries and not await txn.open_deliveries()
-                    await txn.append_stream(
-                        binding.codec.encode_event(unhandled_event(lost, step, idle)), None
-                    )
+            # As upstream: an event sent in that no step or waiter takes is reported on
+            # the stream (internal), except a human-in-the-loop request.
+            lost = [e for e in routed.unhandled if not isinstance(e, InputRequiredEvent)]
+            if lost:
+                idle = not routed.deliveries and not await txn.open_deliveries()
+                for event_ in lost:
+                    report = unhandled_event(event_, step, idle)
+                    await txn.append_stream(binding.codec.encode_event(report), None)
         self.publish(binding, run_id, routed.deliveries)
         self.notify(run_id)
 

@@ -146,16 +146,6 @@ class RunQuery:
     cursor: tuple[datetime, str] | None = None
 
 
-def run_matches(run: RunRecord, query: RunQuery) -> bool:
-    """Whether ``run`` is one ``query`` asks for (the cursor aside)."""
-    return (
-        (query.statuses is None or run.status in query.statuses)
-        and (query.workflow_name is None or run.workflow_name == query.workflow_name)
-        and (query.created_after is None or run.created_at >= query.created_after)
-        and (query.created_before is None or run.created_at < query.created_before)
-    )
-
-
 #: A step of a workflow: ``(workflow_name, step_name)``.
 StepKey = tuple[str, str]
 

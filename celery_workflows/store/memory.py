@@ -40,7 +40,6 @@ from celery_workflows.store.base import (
     StepKey,
     StreamEntry,
     first_published_at,
-    run_matches,
     utcnow,
 )
 from celery_workflows.store.rules import (
@@ -49,6 +48,7 @@ from celery_workflows.store.rules import (
     lease_expired,
     needs_republish,
     new_run_record,
+    run_matches,
 )
 
 __all__ = ["InMemoryRunStore"]

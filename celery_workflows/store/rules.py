@@ -12,6 +12,7 @@ from celery_workflows.store.base import (
     ClaimOutcome,
     DeliveryRecord,
     NewRun,
+    RunQuery,
     RunRecord,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "lease_expired",
     "needs_republish",
     "new_run_record",
+    "run_matches",
 ]
 
 
@@ -129,3 +131,13 @@ def new_run_record(run: NewRun, now: datetime) -> RunRecord:
 
 
 # --- the store -------------------------------------------------------------------------
+
+
+def run_matches(run: RunRecord, query: RunQuery) -> bool:
+    """Whether ``run`` is one ``query`` asks for (the cursor aside)."""
+    return (
+        (query.statuses is None or run.status in query.statuses)
+        and (query.workflow_name is None or run.workflow_name == query.workflow_name)
+        and (query.created_after is None or run.created_at >= query.created_after)
+        and (query.created_before is None or run.created_at < query.created_before)
+    )

@@ -27,7 +27,7 @@ from ._serializers import JsonSerializer
 from .context.state_store import DictState
 from .errors import RunNotFoundError, StoreError
 from .runtime.codec import JsonCodec
-from .runtime.engine import cancelled, halt
+from .runtime.engine import halt
 from .store.base import RunQuery, RunRecord, utcnow
 from .store.sql import SqlRunStore
 from .store.sql._db import masked_url
@@ -188,7 +188,7 @@ def runs_cancel(database_url: str, run_id: str) -> None:
     codec = JsonCodec(JsonSerializer(), DictState)
 
     async def cancel(store: SqlRunStore) -> bool:
-        return await halt(store, codec, run_id, cancelled, "cancelled")
+        return await halt(store, codec, run_id, "cancelled")
 
     ended = _with_store(database_url, cancel)
     click.echo(f"{run_id} cancelled" if ended else f"{run_id} had already ended")

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,32 +26,30 @@ from ..errors import (
     StateValidationError,
     WorkflowRuntimeError,
 )
-from ..events import (
-    Event,
-    InputRequiredEvent,
-    StartEvent,
-    StepState,
-    UnhandledEvent,
-    WorkflowCancelledEvent,
-    WorkflowTimedOutEvent,
-)
-from ..store.base import (
-    DeliveryRecord,
-    NewDelivery,
-    NewRun,
-    RunRecord,
-    RunStore,
-    RunTxn,
-    utcnow,
-)
+from ..events import Event, StartEvent, StepState
+from ..store.base import DeliveryRecord, NewDelivery, NewRun, RunRecord, RunStore, utcnow
 from . import verbose as trace
 from .binding import Binding, bind
 from .codec import Codec, start_fingerprint
-from .completion import Completer, Outcome, copy_meta, step_state
+from .completion import Completer
 from .faults import fault_point
 from .invoke import call_step
 from .routing import Output
-from .step_context import CollectNeeded, Invocation, StepSuspended, match_collect
+from .step_context import CollectNeeded, Invocation, StepSuspended
+from .transitions import (
+    Ending,
+    StepEnd,
+    TimedOut,
+    collect_journal_id,
+    on_collect,
+    on_event_sent_in,
+    on_halt,
+    on_timeout_claimed,
+    refuse_unknown_workflow,
+    step_state,
+)
+from .waits import WaitTimeout
+from .writes import apply, transact
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
@@ -264,15 +262,9 @@ class Engine:
 
     async def _unknown_workflow(self, delivery: DeliveryRecord, name: str) -> None:
         """Fail a run whose workflow this process does not know (no codec to use)."""
-        message = (
-            f"run {delivery.run_id!r} step {delivery.step!r}: workflow {name!r} is not "
-            "registered in this worker process (is its module imported by the worker?)"
-        )
-        log.error("%s; the run fails", message)
-        error = {"kind": "invalid", "message": message}
-        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
-            txn.finish_delivery(delivery.fence, "failed", error)
-            txn.set_status("failed", error=error)
+        decision = refuse_unknown_workflow(delivery, name)
+        log.error("%s; the run fails", decision.answer)
+        await transact(self.store, delivery.run_id, delivery.fence, lambda *_: decision)
         self.notify(delivery.run_id, finished=True)
 
     async def _later(self, delivery: DeliveryRecord, workflow_name: str | None) -> None:
@@ -326,7 +318,7 @@ class Engine:
         if started is not None:
             await started
         try:
-            await self._completer.complete(binding, delivery, spec, inv_outcome)
+            await self._completer.complete(binding, delivery, inv_outcome)
         except FencedOutError as exc:
             # The run finished or another attempt took over: this attempt's work is void.
             log.info("completion of %s refused: %s", delivery.delivery_id, exc)
@@ -338,30 +330,21 @@ class Engine:
         stays until this delivery's completion removes it: an attempt killed before that
         leaves the mark, and the next attempt, seeing its own mark, runs the step again.
         """
-        marker = delivery.extra.get("timeout_of")
-        if marker is None:
+        if WaitTimeout.of(delivery) is None:
             return False
-        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
-            meta = dict(txn.run.meta)
-            waiters = [dict(w) for w in meta.get("waiters", [])]
-            match = [
-                w
-                for w in waiters
-                if w["waiter_id"] == marker["waiter_id"] and w["journal_id"] == marker["journal_id"]
-            ]
-            if not match:
-                txn.finish_delivery(delivery.fence, "done")
-                return True
-            if any(w.get("timing_out") != delivery.delivery_id for w in match):
-                for w in match:
-                    w["timing_out"] = delivery.delivery_id
-                meta["waiters"] = waiters
-                txn.set_meta(meta)
+        decision = await transact(
+            self.store,
+            delivery.run_id,
+            delivery.fence,
+            lambda run, _: on_timeout_claimed(run, delivery),
+        )
+        if decision.answer:
+            return True
         # Crash tests kill the worker here: the waiter is marked, the step not yet re-run.
         fault_point("after_wait_timeout_mark")
         return False
 
-    async def _run(self, binding: Binding, delivery: DeliveryRecord, event: Event) -> Outcome:
+    async def _run(self, binding: Binding, delivery: DeliveryRecord, event: Event) -> StepEnd:
         from ..context.context import Context
 
         spec = binding.specs[delivery.step]
@@ -372,41 +355,30 @@ class Engine:
             try:
                 result = await call_step(inv, ctx, event)
                 await inv.flush()
-                return Outcome(inv, result=result)
+                return StepEnd(event, tuple(inv.sent), result=result)
             except CollectNeeded as need:
                 await inv.flush()
                 collected[need.index] = await self._collect(binding, delivery, need)
             except StepSuspended as suspended:
                 await inv.flush()
-                return Outcome(inv, suspended=suspended)
+                waiter, asked = suspended.waiter, suspended.waiter_event
+                return StepEnd(event, tuple(inv.sent), waiter=waiter, waiter_event=asked)
             except Exception as exc:
                 await inv.flush()
-                return Outcome(inv, error=exc)
-        return Outcome(inv, error=WorkflowRuntimeError("collect_events called too many times"))
+                return StepEnd(event, tuple(inv.sent), error=exc)
+        error = WorkflowRuntimeError("collect_events called too many times")
+        return StepEnd(event, tuple(inv.sent), error=error)
 
     async def _collect(
         self, binding: Binding, delivery: DeliveryRecord, need: CollectNeeded
     ) -> list[Event] | None:
-        codec = binding.codec
+        """The answer to a ``collect_events`` call, committed (and journaled) first."""
         async with self.store.locked(delivery.run_id, delivery.fence) as txn:
-            mark = await txn.journal_get(delivery.journal_id, 1_000_000 + need.index)
-            if mark is not None:
-                return _decode_list(codec, mark.result)
-            meta = dict(txn.run.meta)
-            buffers = dict(meta.get("collect", {}))
-            key = f"{delivery.step}|{need.buffer_id}"
-            payloads = [*buffers.get(key, []), codec.encode_event(need.event)]
-            events = [codec.decode_event(p) for p in payloads]
-            used = match_collect(events, need.expected)
-            result = [events[i] for i in used] if used is not None else None
-            if used is not None:
-                payloads = [p for i, p in enumerate(payloads) if i not in used]
-            buffers[key] = payloads
-            meta["collect"] = buffers
-            txn.set_meta(meta)
-            encoded = [codec.encode_event(e) for e in result] if result is not None else None
-            txn.journal_put(delivery.journal_id, 1_000_000 + need.index, encoded)
-            return result
+            mark = await txn.journal_get(collect_journal_id(delivery.journal_id), need.index)
+            decision = on_collect(binding, txn.run, delivery, need, mark)
+            await apply(txn, decision.writes)
+        answer: list[Event] | None = decision.answer
+        return answer
 
     # --- events from outside, stream, cancel, timeout ------------------------------------
 
@@ -417,26 +389,14 @@ class Engine:
         if step is not None:
             binding.check_target(step, event)
         parent = f"{run_id}:ext-{uuid.uuid4().hex}"
-        async with self.store.locked(run_id) as txn:
-            if txn.run.finished:
-                return
-            # A deep copy: the router edits waiters and buffers, and the in-memory store
-            # hands out its committed meta (a rolled-back transaction must leave it as is).
-            meta = copy_meta(txn.run.meta)
-            routed = binding.router.route(meta, [Output(event, step)], parent)
-            txn.set_meta(meta)
-            txn.add_deliveries(routed.deliveries)
-            if routed.deliveries and txn.run.status == "waiting":
-                txn.set_status("running")
-            # As upstream: an event sent in that no step or waiter takes is reported on
-            # the stream (internal), except a human-in-the-loop request.
-            lost = [e for e in routed.unhandled if not isinstance(e, InputRequiredEvent)]
-            if lost:
-                idle = not routed.deliveries and not await txn.open_deliveries()
-                for event_ in lost:
-                    report = unhandled_event(event_, step, idle)
-                    await txn.append_stream(binding.codec.encode_event(report), None)
-        self.publish(binding, run_id, routed.deliveries)
+        decision = await transact(
+            self.store,
+            run_id,
+            None,
+            lambda run, open_: on_event_sent_in(binding, run, open_, event, step, parent),
+            reads_open=lambda run: not run.finished,
+        )
+        self.publish(binding, run_id, decision.publish)
         self.notify(run_id)
 
     async def append_stream(
@@ -450,56 +410,31 @@ class Engine:
 
     async def cancel(self, binding: Binding, run_id: str) -> bool:
         """Cancel a run: stream WorkflowCancelledEvent, status cancelled."""
-        return await self._halt(binding, run_id, cancelled, "cancelled")
+        return await self._halt(binding, run_id, "cancelled")
 
     async def expire(self, binding: Binding, run_id: str, timeout: float) -> bool:
         """Fail a run that outlived its timeout, like upstream (WorkflowTimeoutError)."""
+        return await self._halt(binding, run_id, TimedOut(timeout))
 
-        async def ending(txn: RunTxn) -> tuple[Event, dict[str, Any]]:
-            open_now = await txn.open_deliveries()
-            active = sorted({d.step for d in open_now if d.status == "running"})
-            info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
-            message = f"Operation timed out after {timeout} seconds. {info}"
-            event = WorkflowTimedOutEvent(timeout=timeout, active_steps=active)
-            return event, {"kind": "timeout", "message": message}
-
-        return await self._halt(binding, run_id, ending, "failed")
-
-    async def _halt(
-        self,
-        binding: Binding,
-        run_id: str,
-        ending: Callable[[RunTxn], Awaitable[tuple[Event, dict[str, Any]]]],
-        status: Any,
-    ) -> bool:
+    async def _halt(self, binding: Binding, run_id: str, ending: Ending) -> bool:
         """End a still-going run (see :func:`halt`) and wake its waiters."""
-        ended = await halt(self.store, binding.codec, run_id, ending, status)
+        ended = await halt(self.store, binding.codec, run_id, ending)
         if ended:
             self.notify(run_id, finished=True)
         return ended
 
 
-async def cancelled(_: RunTxn) -> tuple[Event, dict[str, Any]]:
-    """The ending of a cancelled run: its stream event and error."""
-    return WorkflowCancelledEvent(), {"kind": "cancelled"}
-
-
-async def halt(
-    store: RunStore,
-    codec: Codec,
-    run_id: str,
-    ending: Callable[[RunTxn], Awaitable[tuple[Event, dict[str, Any]]]],
-    status: Any,
-) -> bool:
-    """End a still-going run in one locked transaction: the event ``ending`` makes is
-    streamed and the run takes ``status`` with its error. False if it had ended."""
-    async with store.locked(run_id) as txn:
-        if txn.run.finished:
-            return False
-        event, error = await ending(txn)
-        await txn.append_stream(codec.encode_event(event), f"{run_id}:halt")
-        txn.set_status(status, error=error)
-    return True
+async def halt(store: RunStore, codec: Codec, run_id: str, ending: Ending) -> bool:
+    """End a still-going run in one locked transaction: cancelled, or failed past its
+    deadline (see :func:`~.transitions.on_halt`). False if it had ended already."""
+    decision = await transact(
+        store,
+        run_id,
+        None,
+        lambda run, open_: on_halt(run, open_, ending, codec),
+        reads_open=lambda run: isinstance(ending, TimedOut) and not run.finished,
+    )
+    return bool(decision.answer)
 
 
 def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) -> str:
@@ -510,21 +445,4 @@ def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) 
     return f"run {run_id!r} step {steps or '(none)'}, start"
 
 
-def unhandled_event(event: Event, step: str | None, idle: bool) -> UnhandledEvent:
-    """The stream's record of an event that nothing in the run took."""
-    cls = type(event)
-    return UnhandledEvent(
-        event_type=cls.__name__,
-        qualified_name=f"{cls.__module__}.{cls.__name__}",
-        step_name=step,
-        idle=idle,
-    )
-
-
-def _decode_list(codec: Any, payload: Any) -> list[Event] | None:
-    if payload is None:
-        return None
-    return [codec.decode_event(p) for p in payload]
-
-
-__all__ = ["Dispatch", "Dispatcher", "Engine", "Listener", "RunTxn"]
+__all__ = ["Dispatch", "Dispatcher", "Engine", "Listener", "halt"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._signature import StepSpec
 from ..events import Event
-from ..store.base import NewDelivery
+from ..store.base import DeliveryRecord, NewDelivery
 from .codec import Codec, event_type_name
 
 
@@ -29,6 +29,11 @@ def child_id(parent_id: str, index: int | str) -> str:
     """Deterministic id of the ``index``-th output of ``parent_id``."""
     digest = hashlib.blake2b(f"{parent_id}/{index}".encode(), digest_size=10).hexdigest()
     return f"{parent_id.split(':', 1)[0]}:{digest}"
+
+
+def delivery_scope(delivery: DeliveryRecord) -> tuple[tuple[str, int, int], ...]:
+    """Fan-out lineage of ``delivery``, inherited by the events it emits."""
+    return tuple((str(s[0]), int(s[1]), int(s[2])) for s in delivery.extra.get("scope", []))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
 from .binding import Binding
 from .codec import event_type_name
 from .routing import child_id
+from .waits import is_pending_timeout, waiter_record
 
 
 async def _load(store: RunStore, run_id: str) -> tuple[RunRecord, list[DeliveryRecord]]:
@@ -32,9 +33,8 @@ def build_snapshot(
     codec = binding.codec
     workers = {name: empty_worker() for name in binding.specs}
     waiters = run.meta.get("waiters") or []
-    timing_out = {w.get("timing_out") for w in waiters} - {None}
     for d in open_deliveries:
-        if d.step not in workers or ("timeout_of" in d.extra and d.delivery_id not in timing_out):
+        if d.step not in workers or is_pending_timeout(d, run.meta):
             # A pending wait timeout is not a work item (the waiter itself is saved); one
             # that is re-running its step is, and its waiter is not.
             continue
@@ -91,17 +91,14 @@ def resume_plan(
     for i, (step, trigger, waiter_id, awaited) in enumerate(snapshot.waiters):
         origin = child_id(f"{run_id}:resume", f"waiter/{i}")
         waiters.append(
-            {
-                "waiter_id": waiter_id,
-                "step": step,
-                "journal_id": origin,
-                "delivery_id": origin,
-                "event": codec.encode_event(trigger),
-                "waiting_for": event_type_name(awaited),
-                "requirements": {},
-                "resolved": {},
-                "extra": {},
-            }
+            waiter_record(
+                waiter_id=waiter_id,
+                step=step,
+                journal_id=origin,
+                delivery_id=origin,
+                event=codec.encode_event(trigger),
+                waiting_for=event_type_name(awaited),
+            )
         )
     if waiters:
         meta["waiters"] = waiters

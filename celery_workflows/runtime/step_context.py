@@ -21,9 +21,10 @@ from ..context.state_store import StateStore
 from ..events import Event
 from ..store.base import DeliveryRecord, RunStore
 from .codec import event_type_name
-from .routing import Output
+from .routing import Output, delivery_scope
 from .snapshots import build_snapshot
 from .state import JournalCursor, RunStateBackend
+from .waits import timed_out_waiter_id, waiter_record
 
 if TYPE_CHECKING:
     from .binding import Binding
@@ -99,9 +100,7 @@ class Invocation:
     @property
     def scope(self) -> tuple[tuple[str, int, int], ...]:
         """Fan-out lineage of this delivery, inherited by the events it emits."""
-        return tuple(
-            (str(s[0]), int(s[1]), int(s[2])) for s in self.delivery.extra.get("scope", [])
-        )
+        return delivery_scope(self.delivery)
 
     def send_event(self, event: Event, step: str | None) -> None:
         """Buffer ``event`` (for ``step`` or every accepting step)."""
@@ -146,8 +145,7 @@ class Invocation:
         name = event_type_name(event_type)
         wid = waiter_id or f"waiter_{name}_{sorted((requirements or {}).items())}"
         resolved = self.delivery.extra.get("resolved", {})
-        timed_out = self.delivery.extra.get("timeout_of") or {}
-        if timed_out.get("waiter_id") == wid:
+        if timed_out_waiter_id(self.delivery) == wid:
             raise TimeoutError(f"Timed out waiting for {event_type.__name__}")
         if wid in resolved:
             return self.binding.codec.decode_event(resolved[wid])
@@ -158,21 +156,19 @@ class Invocation:
                 event = self.binding.codec.decode_event(payload)
                 if event_type_name(event) == name:
                     return event
-        waiter = {
-            "waiter_id": wid,
-            "step": self.delivery.step,
-            "journal_id": self.delivery.journal_id,
-            "delivery_id": self.delivery.delivery_id,
-            "event": self.delivery.event,
-            "waiting_for": name,
-            "requirements": requirements or {},
-            "resolved": resolved,
-            "extra": {
-                k: v for k, v in self.delivery.extra.items() if k not in ("resolved", "timeout_of")
-            },
-            "timeout": timeout,
-            "default_id": waiter_id is None,
-        }
+        waiter = waiter_record(
+            waiter_id=wid,
+            step=self.delivery.step,
+            journal_id=self.delivery.journal_id,
+            delivery_id=self.delivery.delivery_id,
+            event=self.delivery.event,
+            waiting_for=name,
+            requirements=requirements,
+            resolved=resolved,
+            extra=self.delivery.extra,
+            timeout=timeout,
+            default_id=waiter_id is None,
+        )
         raise StepSuspended(waiter, waiter_event)
 
     def snapshot(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:

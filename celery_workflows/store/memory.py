@@ -68,6 +68,8 @@ class _RunRow:
     open_ids: dict[str, None] = field(default_factory=dict)  # ordered set
     stream: list[StreamEntry] = field(default_factory=list)
     dedupe: dict[str, int] = field(default_factory=dict)
+    #: Journal marks of the run's invocations (they go with the run).
+    journal: dict[tuple[str, int], JournalMark] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,7 +92,6 @@ class InMemoryRunStore:
         self._idempotency: dict[str, str] = {}
         self._deliveries: dict[str, DeliveryRecord] = {}
         self._open: dict[str, None] = {}  # open delivery ids of every run, for sweeps
-        self._journal: dict[tuple[str, int], JournalMark] = {}
         self._locks: dict[str, _LockSlot] = {}
 
     # -- runs
@@ -218,12 +219,9 @@ class InMemoryRunStore:
         ][:limit]
         for run_id in doomed:
             row = self._runs.pop(run_id)
-            journals = {self._deliveries[d].journal_id for d in row.delivery_ids}
             for delivery_id in row.delivery_ids:
                 self._deliveries.pop(delivery_id, None)
                 self._open.pop(delivery_id, None)
-            for key in [k for k in self._journal if k[0] in journals]:
-                del self._journal[key]
             if row.record.idempotency_key is not None:
                 self._idempotency.pop(row.record.idempotency_key, None)
         return len(doomed)
@@ -409,7 +407,7 @@ class _MemoryTxn:
     async def journal_get(self, journal_id: str, index: int) -> JournalMark | None:
         """The mark of edit ``index`` of ``journal_id`` (committed or put in this txn)."""
         key = (journal_id, index)
-        return self._journal.get(key) or self._store._journal.get(key)
+        return self._journal.get(key) or self._row.journal.get(key)
 
     def journal_put(self, journal_id: str, index: int, result: Any = None) -> None:
         """Record edit ``index`` of ``journal_id`` as part of this transaction."""
@@ -493,7 +491,7 @@ class _MemoryTxn:
                     fence.delivery_id, fence.attempt, current.attempt, current.status
                 )
         now = store.clock()
-        store._journal.update(self._journal)
+        row.journal.update(self._journal)
         for op in self._ops:
             if op[0] == "add":
                 store._insert_deliveries(row, [op[1]], now)

@@ -1,0 +1,507 @@
+"""The run's transitions, as pure decisions.
+
+Each function reads what a locked transaction sees (the run row, and where the decision
+depends on them its open deliveries) and what happened (a step ended, failed, asked for a
+collect answer; a wait timed out; an event came in; the run is cancelled or late) and
+returns a :class:`~.writes.Decision`: the writes of that one transaction and what follows
+its commit. No I/O and no clock: ``now`` is an argument. The shell that opens the
+transaction and applies the writes is :mod:`.completion` (and the engine for the rest).
+
+Table of the transitions: ``docs/architecture.md``, "The run".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from ..errors import InvalidMessageError, StateValidationError, WorkflowRuntimeError
+from ..events import (
+    Event,
+    InputRequiredEvent,
+    StepFailedEvent,
+    StepState,
+    StepStateChanged,
+    StopEvent,
+    UnhandledEvent,
+    WorkflowCancelledEvent,
+    WorkflowFailedEvent,
+    WorkflowTimedOutEvent,
+)
+from ..store.base import DeliveryRecord, JournalMark, NewDelivery, RunRecord
+from .binding import Binding
+from .codec import Codec
+from .routing import Output, child_id, delivery_scope
+from .step_context import CollectNeeded, match_collect
+from .waits import (
+    WaitTimeout,
+    mark_timing_out,
+    register_waiter,
+    release_timed_out_waiter,
+    timeout_delivery,
+)
+from .writes import (
+    AddDeliveries,
+    AppendStream,
+    Decision,
+    FinishDelivery,
+    PutJournal,
+    RescheduleDelivery,
+    SetMeta,
+    SetStatus,
+    Write,
+)
+
+#: Errors of an outcome that cannot be stored (not JSON, too large): the step fails.
+UNSTORABLE = (InvalidMessageError, StateValidationError)
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """How one invocation of a step ended: what it sent, and what it returned, waited
+    for (a waiter record and the event to stream for it) or raised."""
+
+    event: Event
+    sent: tuple[Output, ...] = ()
+    result: Any = None
+    waiter: dict[str, Any] | None = None
+    waiter_event: Event | None = None
+    error: BaseException | None = None
+
+
+def copy_meta(value: Any) -> Any:
+    """Copy meta's dicts and lists (decisions change a copy: the in-memory store hands
+    out its committed meta), sharing the payloads inside them."""
+    if isinstance(value, dict):
+        return {k: copy_meta(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_meta(v) for v in value]
+    return value
+
+
+def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> StepStateChanged:
+    """The internal event that says a step started or stopped on ``event``."""
+    return StepStateChanged(
+        name=delivery.step,
+        step_state=state,
+        worker_id=delivery.delivery_id,
+        input_event_name=type(event).__name__,
+    )
+
+
+# --- a step ended ----------------------------------------------------------------------
+
+
+def reads_open_deliveries(run: RunRecord, end: StepEnd) -> bool:
+    """Whether :func:`on_step_end` needs the run's open deliveries: only to tell if the
+    run is left with nothing but waiters, which needs a waiter."""
+    return bool(run.meta.get("waiters")) or end.waiter is not None
+
+
+def on_step_end(
+    binding: Binding,
+    run: RunRecord,
+    open_deliveries: Sequence[DeliveryRecord],
+    delivery: DeliveryRecord,
+    end: StepEnd,
+    *,
+    now: datetime,
+    step_events: bool = False,
+) -> Decision:
+    """A step returned or waited: its outputs become deliveries, the delivery is done, a
+    StopEvent completes the run. A bad return or an output that cannot be stored fails
+    the step instead (retry, ``@catch_error`` or run failure)."""
+    if end.error is None:
+        try:
+            return _succeeded(binding, run, open_deliveries, delivery, end, now, step_events)
+        except WorkflowRuntimeError as exc:
+            error: BaseException = exc
+        except UNSTORABLE as exc:
+            error = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
+    else:
+        error = end.error
+    return on_step_failed(binding, run, delivery, error, now=now)
+
+
+def _succeeded(
+    binding: Binding,
+    run: RunRecord,
+    open_deliveries: Sequence[DeliveryRecord],
+    delivery: DeliveryRecord,
+    end: StepEnd,
+    now: datetime,
+    step_events: bool,
+) -> Decision:
+    codec = binding.codec
+    outputs = list(end.sent)
+    if end.waiter is None:
+        outputs += returned_outputs(binding, delivery, end.result)
+    stop = next((o.event for o in outputs if isinstance(o.event, StopEvent)), None)
+    rest = [o for o in outputs if not isinstance(o.event, StopEvent)]
+    meta = copy_meta(run.meta)
+    release_timed_out_waiter(meta, delivery)
+    writes: list[Write] = [
+        AppendStream(codec.encode_event(o.event), f"{delivery.delivery_id}:o{i}")
+        for i, o in enumerate(rest)
+        if isinstance(o.event, InputRequiredEvent)
+    ]
+    if end.waiter is not None:
+        register_waiter(meta, end.waiter)
+        if end.waiter_event is not None:
+            key = f"{end.waiter['journal_id']}:waiter:{end.waiter['waiter_id']}"
+            writes.append(AppendStream(codec.encode_event(end.waiter_event), key))
+    routed = binding.router.route(meta, rest, delivery.delivery_id).deliveries
+    if end.waiter is None:
+        routed += _empty_fan_outs(binding, delivery, end.result)
+    added = list(routed)
+    if end.waiter is not None and end.waiter.get("timeout") is not None:
+        added.append(timeout_delivery(delivery, end.waiter, now))
+    if step_events:
+        stopped = step_state(delivery, StepState.NOT_RUNNING, end.event)
+        key = f"{delivery.delivery_id}:a{delivery.attempt}:stopped"
+        writes.append(AppendStream(codec.encode_event(stopped), key))
+    writes += [AddDeliveries(tuple(added)), SetMeta(meta), FinishDelivery(delivery.fence, "done")]
+    if stop is not None:
+        payload = codec.encode_event(stop)
+        writes += [
+            AppendStream(payload, f"{delivery.run_id}:stop"),
+            SetStatus("completed", result=payload),
+        ]
+        return Decision(tuple(writes), finished=True, stop=stop)
+    writes += _settled_status(run, open_deliveries, delivery, meta, bool(routed))
+    return Decision(tuple(writes), publish=tuple(added))
+
+
+def _settled_status(
+    run: RunRecord,
+    open_deliveries: Sequence[DeliveryRecord],
+    delivery: DeliveryRecord,
+    meta: dict[str, Any],
+    progressed: bool,
+) -> list[Write]:
+    """``waiting`` when only waiters are left; ``running`` again once something moves."""
+    if progressed:
+        return [SetStatus("running")] if run.status == "waiting" else []
+    others = [
+        d
+        for d in open_deliveries
+        if d.delivery_id != delivery.delivery_id and WaitTimeout.of(d) is None
+    ]
+    if not others and meta.get("waiters") and run.status == "running":
+        return [SetStatus("waiting")]
+    return []
+
+
+def returned_outputs(binding: Binding, delivery: DeliveryRecord, result: Any) -> list[Output]:
+    """The events a step returned, as outputs (a list return opens a fan-out stream)."""
+    spec = binding.specs[delivery.step]
+    scope = delivery_scope(delivery)
+    if result is None:
+        return []
+    if isinstance(result, Event):
+        return [Output(result, None, scope)]
+    if isinstance(result, list | tuple) and not result and spec.is_fan_out:
+        return []  # the empty stream is released by _empty_fan_outs
+    fan_out = isinstance(result, list | tuple) and spec.is_fan_out
+    if fan_out and all(isinstance(r, Event) for r in result):
+        stream = child_id(delivery.delivery_id, "fan-out")
+        size = len(result)
+        return [Output(ev, None, (*scope, (stream, i, size))) for i, ev in enumerate(result)]
+    raise WorkflowRuntimeError(
+        f"Step function {spec.name} returned {type(result).__name__} instead of an Event "
+        f"instance (run {delivery.run_id!r}, step {spec.name!r})."
+    )
+
+
+def _empty_fan_outs(binding: Binding, delivery: DeliveryRecord, result: Any) -> list[NewDelivery]:
+    """A fan-out that returned ``[]`` releases its collectors with an empty batch."""
+    spec = binding.specs[delivery.step]
+    if not (spec.is_fan_out and isinstance(result, list | tuple) and not result):
+        return []
+    produced = set(spec.output_events)
+    return [
+        NewDelivery(
+            child_id(delivery.delivery_id, f"empty/{c.name}"),
+            c.name,
+            delivery.event,
+            parent_id=delivery.delivery_id,
+            extra={"batch": [], "scope": delivery.extra.get("scope", [])},
+        )
+        for c in binding.specs.values()
+        if c.is_collect and produced & set(c.accepted_events)
+    ]
+
+
+# --- a step failed ---------------------------------------------------------------------
+
+
+def on_step_failed(
+    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, *, now: datetime
+) -> Decision:
+    """Retry the step (its policy says when), hand the failure to its ``@catch_error``
+    handler (within the handler's budget), or fail the run. A failure that cannot be
+    stored (an exception whose fields are not JSON, or too large) fails the run with a
+    plain description of it, rather than leave the delivery running to run again."""
+    try:
+        return _retry_recover_or_fail(binding, run, delivery, exc, now)
+    except UNSTORABLE as why:
+        return fail_run(binding, delivery, unstorable_failure(delivery, exc, why))
+
+
+def _retry_recover_or_fail(
+    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, now: datetime
+) -> Decision:
+    spec = binding.specs[delivery.step]
+    retry = dict(delivery.extra.get("retry") or {})
+    failures = int(retry.get("count", 0)) + 1
+    first = datetime.fromisoformat(retry["first_failed_at"]) if "first_failed_at" in retry else now
+    elapsed = (now - first).total_seconds()
+    policy = spec.retry_policy
+    delay = (
+        policy.next(elapsed, failures, exc)
+        if policy is not None and isinstance(exc, Exception)
+        else None
+    )
+    if delay is not None:
+        retry.update(
+            count=failures,
+            first_failed_at=first.isoformat(),
+            last_failed_at=now.isoformat(),
+            last_error=binding.codec.encode_error(exc),
+        )
+        due = now + timedelta(seconds=delay)
+        again = NewDelivery(delivery.delivery_id, delivery.step, delivery.event, not_before=due)
+        extra = {**delivery.extra, "retry": retry}
+        return Decision((RescheduleDelivery(delivery.fence, due, extra),), publish=(again,))
+    recovered = _recovered(binding, run, delivery, exc, failures, elapsed, now)
+    if recovered is not None:
+        return recovered
+    return fail_run(binding, delivery, exc, failures, elapsed)
+
+
+def _recovered(
+    binding: Binding,
+    run: RunRecord,
+    delivery: DeliveryRecord,
+    exc: BaseException,
+    failures: int,
+    elapsed: float,
+    now: datetime,
+) -> Decision | None:
+    """The failure as a StepFailedEvent for the ``@catch_error`` handler, if one covers
+    the step and has recoveries left."""
+    handler = binding.error_handler(delivery.step)
+    if handler is None:
+        return None
+    meta = copy_meta(run.meta)
+    used = meta.setdefault("recoveries", {}).get(handler.name, 0)
+    if used >= handler.catch_error_max_recoveries:
+        return None
+    meta["recoveries"][handler.name] = used + 1
+    release_timed_out_waiter(meta, delivery)
+    event = StepFailedEvent(
+        step_name=delivery.step,
+        input_event=binding.codec.decode_event(delivery.event),
+        exception=exc,
+        attempts=failures,
+        elapsed_seconds=elapsed,
+        failed_at=now,
+    )
+    routed = binding.router.route(meta, [Output(event, handler.name)], delivery.delivery_id)
+    error = binding.codec.encode_error(exc)
+    writes = (
+        AddDeliveries(tuple(routed.deliveries)),
+        SetMeta(meta),
+        FinishDelivery(delivery.fence, "failed", error),
+    )
+    return Decision(writes, publish=tuple(routed.deliveries))
+
+
+def fail_run(
+    binding: Binding,
+    delivery: DeliveryRecord,
+    exc: BaseException,
+    failures: int = 1,
+    elapsed: float = 0.0,
+) -> Decision:
+    """The run fails with the step's error: WorkflowFailedEvent streamed, delivery failed."""
+    codec = binding.codec
+    error = {**codec.encode_error(exc), "kind": "step", "step": delivery.step}
+    event = WorkflowFailedEvent(
+        step_name=delivery.step, exception=exc, attempts=failures, elapsed_seconds=elapsed
+    )
+    writes = (
+        AppendStream(codec.encode_event(event), f"{delivery.run_id}:failed"),
+        FinishDelivery(delivery.fence, "failed", codec.encode_error(exc)),
+        SetStatus("failed", error=error),
+    )
+    return Decision(writes, finished=True)
+
+
+def unstorable_failure(
+    delivery: DeliveryRecord, exc: BaseException, why: BaseException
+) -> InvalidMessageError:
+    """What a run fails with when its step's own failure cannot be stored."""
+    return InvalidMessageError(
+        f"run {delivery.run_id!r} step {delivery.step!r} failed with "
+        f"{type(exc).__name__}, which cannot be stored: {why}"
+    )
+
+
+def refuse_unknown_workflow(delivery: DeliveryRecord, name: str) -> Decision:
+    """A delivery of a workflow this process does not know: the run fails (no codec)."""
+    message = (
+        f"run {delivery.run_id!r} step {delivery.step!r}: workflow {name!r} is not "
+        "registered in this worker process (is its module imported by the worker?)"
+    )
+    error = {"kind": "invalid", "message": message}
+    writes = (FinishDelivery(delivery.fence, "failed", error), SetStatus("failed", error=error))
+    return Decision(writes, finished=True, answer=message)
+
+
+# --- collect answers and wait timeouts -------------------------------------------------
+
+
+def collect_journal_id(journal_id: str) -> str:
+    """The journal of an invocation's ``collect_events`` answers (its own namespace: the
+    state edits of the invocation are journaled under ``journal_id`` itself)."""
+    return f"{journal_id}/collect"
+
+
+def on_collect(
+    binding: Binding,
+    run: RunRecord,
+    delivery: DeliveryRecord,
+    need: CollectNeeded,
+    mark: JournalMark | None,
+) -> Decision:
+    """Answer the ``need.index``-th ``collect_events`` of an invocation: the events that
+    fill it (taken out of the buffer) or None, journaled so a re-run gets the same."""
+    codec = binding.codec
+    if mark is not None:
+        answer = None if mark.result is None else [codec.decode_event(p) for p in mark.result]
+        return Decision(answer=answer)
+    meta = copy_meta(run.meta)
+    buffers = meta.setdefault("collect", {})
+    key = f"{delivery.step}|{need.buffer_id}"
+    payloads = [*buffers.get(key, []), codec.encode_event(need.event)]
+    events = [codec.decode_event(p) for p in payloads]
+    used = match_collect(events, need.expected)
+    result = [events[i] for i in used] if used is not None else None
+    if used is not None:
+        payloads = [p for i, p in enumerate(payloads) if i not in used]
+    buffers[key] = payloads
+    encoded = [codec.encode_event(e) for e in result] if result is not None else None
+    journal = PutJournal(collect_journal_id(delivery.journal_id), need.index, encoded)
+    return Decision((SetMeta(meta), journal), answer=result)
+
+
+def on_timeout_claimed(run: RunRecord, delivery: DeliveryRecord) -> Decision:
+    """A wait's timeout delivery was claimed. ``answer`` True: the wait had ended, the
+    delivery is done. Else its waiter is marked timing out and the step runs again."""
+    meta = copy_meta(run.meta)
+    marked = mark_timing_out(meta, delivery)
+    if marked is None:
+        return Decision((FinishDelivery(delivery.fence, "done"),), answer=True)
+    return Decision((SetMeta(meta),) if marked else (), answer=False)
+
+
+# --- from outside the steps ------------------------------------------------------------
+
+
+def on_event_sent_in(
+    binding: Binding,
+    run: RunRecord,
+    open_deliveries: Sequence[DeliveryRecord],
+    event: Event,
+    step: str | None,
+    parent_id: str,
+) -> Decision:
+    """An event sent into a run from outside: it resumes waiters or becomes deliveries.
+    As upstream, one that nothing takes is reported on the stream (internal), except a
+    human-in-the-loop request."""
+    if run.finished:
+        return Decision()
+    meta = copy_meta(run.meta)
+    routed = binding.router.route(meta, [Output(event, step)], parent_id)
+    writes: list[Write] = [SetMeta(meta), AddDeliveries(tuple(routed.deliveries))]
+    if routed.deliveries and run.status == "waiting":
+        writes.append(SetStatus("running"))
+    lost = [e for e in routed.unhandled if not isinstance(e, InputRequiredEvent)]
+    idle = not routed.deliveries and not open_deliveries
+    for ev in lost:
+        writes.append(
+            AppendStream(binding.codec.encode_event(unhandled_event(ev, step, idle)), None)
+        )
+    return Decision(tuple(writes), publish=tuple(routed.deliveries))
+
+
+def unhandled_event(event: Event, step: str | None, idle: bool) -> UnhandledEvent:
+    """The stream's record of an event that nothing in the run took."""
+    cls = type(event)
+    return UnhandledEvent(
+        event_type=cls.__name__,
+        qualified_name=f"{cls.__module__}.{cls.__name__}",
+        step_name=step,
+        idle=idle,
+    )
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """The ending of a run past its deadline (after ``timeout`` seconds)."""
+
+    timeout: float
+
+
+Ending = Literal["cancelled"] | TimedOut
+
+
+def on_halt(
+    run: RunRecord, open_deliveries: Sequence[DeliveryRecord], ending: Ending, codec: Codec
+) -> Decision:
+    """End a still-going run: cancelled by a user, or failed past its deadline (as
+    upstream's WorkflowTimeoutError, naming the steps still active). ``answer``: ended."""
+    if run.finished:
+        return Decision(answer=False)
+    if ending == "cancelled":
+        event: Event = WorkflowCancelledEvent()
+        error: dict[str, Any] = {"kind": "cancelled"}
+        status: Literal["cancelled", "failed"] = "cancelled"
+    else:
+        active = sorted({d.step for d in open_deliveries if d.status == "running"})
+        info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
+        message = f"Operation timed out after {ending.timeout} seconds. {info}"
+        event = WorkflowTimedOutEvent(timeout=ending.timeout, active_steps=active)
+        error = {"kind": "timeout", "message": message}
+        status = "failed"
+    writes = (
+        AppendStream(codec.encode_event(event), f"{run.run_id}:halt"),
+        SetStatus(status, error=error),
+    )
+    return Decision(writes, finished=True, answer=True)
+
+
+__all__ = [
+    "UNSTORABLE",
+    "Ending",
+    "StepEnd",
+    "TimedOut",
+    "collect_journal_id",
+    "copy_meta",
+    "fail_run",
+    "on_collect",
+    "on_event_sent_in",
+    "on_halt",
+    "on_step_end",
+    "on_step_failed",
+    "on_timeout_claimed",
+    "reads_open_deliveries",
+    "refuse_unknown_workflow",
+    "returned_outputs",
+    "step_state",
+    "unhandled_event",
+    "unstorable_failure",
+]

@@ -201,7 +201,7 @@ class BaseRuntime:
             self._wakeups.disarm(signal)
 
     def _inline(self) -> bool:
-        return not self.store.json_payloads
+        return self.store.never_suspends
 
     # --- runs --------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -54,12 +54,17 @@ class Binding:
         return wildcard[0] if wildcard else None
 
 
-def bind(workflow: Workflow, *, json_payloads: bool, max_event_bytes: int | None = None) -> Binding:
-    """Compute the binding of ``workflow`` for a store that wants JSON or live payloads."""
+def bind(
+    workflow: Workflow,
+    *,
+    payloads: Literal["json", "live"],
+    max_event_bytes: int | None = None,
+) -> Binding:
+    """Compute the binding of ``workflow`` for a store that keeps JSON or live payloads."""
     specs = workflow._step_specs()
     state_type = workflow._state_type()
     codec: Codec
-    if json_payloads:
+    if payloads == "json":
         codec = JsonCodec(workflow._type_registry(), state_type, max_event_bytes)
     else:
         codec = LiveCodec()

@@ -26,6 +26,10 @@ from .json_rules import find_unstorable
 class Codec(Protocol):
     """Payload conversions between the runtime and a run store."""
 
+    #: True when state is validated against its model before it is encoded (persisted
+    #: state must be valid to be read back; live state is kept as upstream keeps it).
+    validates_state: bool
+
     def encode_event(self, event: Event) -> Any: ...
     def decode_event(self, payload: Any) -> Event: ...
     def encode_state(self, state: BaseModel) -> Any: ...
@@ -36,6 +40,8 @@ class Codec(Protocol):
 
 class LiveCodec:
     """Identity codec for the in-memory store; edits get a deep copy of the state."""
+
+    validates_state = False
 
     def encode_event(self, event: Event) -> Any:
         return event
@@ -97,6 +103,8 @@ def _refuse_unstorable(value: Any, path: str) -> None:
 
 class JsonCodec:
     """JSON payloads; classes resolve only against ``serializer``'s allowed types."""
+
+    validates_state = True
 
     def __init__(
         self,

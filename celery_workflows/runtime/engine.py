@@ -16,9 +16,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     FencedOutError,
@@ -32,52 +31,20 @@ from . import verbose as trace
 from .binding import Binding, bind
 from .codec import Codec, start_fingerprint
 from .completion import Completer
+from .dispatch import Dispatch, Dispatcher, Listener
 from .faults import fault_point
+from .interventions import Ending, TimedOut, on_event_sent_in, on_halt, refuse_unknown_workflow
 from .invoke import call_step
 from .routing import Output
 from .step_context import CollectNeeded, Invocation, StepSuspended
-from .transitions import (
-    Ending,
-    StepEnd,
-    TimedOut,
-    collect_journal_id,
-    on_collect,
-    on_event_sent_in,
-    on_halt,
-    on_timeout_claimed,
-    refuse_unknown_workflow,
-    step_state,
-)
-from .waits import WaitTimeout
+from .transitions import StepEnd, collect_journal_id, on_collect, step_state
+from .waits import WaitTimeout, on_timeout_claimed
 from .writes import apply, transact
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
 
 log = logging.getLogger("celery_workflows.engine")
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """A delivery to hand to workers (after its transaction committed)."""
-
-    delivery_id: str
-    run_id: str
-    workflow_name: str
-    step: str
-    not_before: Any = None
-
-
-class Dispatcher(Protocol):
-    """Sends deliveries to whoever executes them."""
-
-    def dispatch(self, items: Sequence[Dispatch]) -> None: ...
-
-
-class Listener(Protocol):
-    """Told when a run's stream or status changed (in-process waiters)."""
-
-    def changed(self, run_id: str, *, finished: bool = False) -> None: ...
 
 
 class Engine:
@@ -119,9 +86,7 @@ class Engine:
 
     def register(self, workflow: Workflow) -> Binding:
         """Bind ``workflow`` (its name routes deliveries to it)."""
-        binding = bind(
-            workflow, json_payloads=self.store.json_payloads, max_event_bytes=self.max_event_bytes
-        )
+        binding = bind(workflow, payloads=self.store.payloads, max_event_bytes=self.max_event_bytes)
         self.bindings[binding.name] = binding
         return binding
 

@@ -29,7 +29,7 @@ def build_snapshot(
     include_state: bool = True,
 ) -> dict[str, Any]:
     """The v2 snapshot of a stored run (sync: ``ctx.to_dict()`` is sync upstream)."""
-    run, open_deliveries = run_sync(lambda: _load(store, run_id), inline=not store.json_payloads)
+    run, open_deliveries = run_sync(lambda: _load(store, run_id), inline=store.never_suspends)
     codec = binding.codec
     workers = {name: empty_worker() for name in binding.specs}
     waiters = run.meta.get("waiters") or []

@@ -66,7 +66,6 @@ class RunStateBackend:
         self._fence = fence
         self._journal = journal
         self._where = where or f"run {run_id!r}"
-        self._validate = store.json_payloads
 
     async def read(self) -> BaseModel:
         """Committed state, no lock."""
@@ -93,7 +92,11 @@ class RunStateBackend:
             yield edit
             # Live (in-memory) state is kept as upstream keeps it; state that is persisted
             # is validated before it is encoded, so a bad value never reaches the row.
-            checked = validate_state(edit.state, self._where) if self._validate else edit.state
+            checked = (
+                validate_state(edit.state, self._where)
+                if self._codec.validates_state
+                else edit.state
+            )
             try:
                 txn.set_state(self._codec.encode_state(checked))
             except StateValidationError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import InvalidMessageError, StateValidationError, WorkflowRuntimeError
 from ..events import (
@@ -25,19 +25,14 @@ from ..events import (
     StepState,
     StepStateChanged,
     StopEvent,
-    UnhandledEvent,
-    WorkflowCancelledEvent,
     WorkflowFailedEvent,
-    WorkflowTimedOutEvent,
 )
 from ..store.base import DeliveryRecord, JournalMark, NewDelivery, RunRecord
 from .binding import Binding
-from .codec import Codec
 from .routing import Output, child_id, delivery_scope
 from .step_context import CollectNeeded, match_collect
 from .waits import (
     WaitTimeout,
-    mark_timing_out,
     register_waiter,
     release_timed_out_waiter,
     timeout_delivery,
@@ -52,6 +47,7 @@ from .writes import (
     SetMeta,
     SetStatus,
     Write,
+    copy_meta,
 )
 
 #: Errors of an outcome that cannot be stored (not JSON, too large): the step fails.
@@ -69,16 +65,6 @@ class StepEnd:
     waiter: dict[str, Any] | None = None
     waiter_event: Event | None = None
     error: BaseException | None = None
-
-
-def copy_meta(value: Any) -> Any:
-    """Copy meta's dicts and lists (decisions change a copy: the in-memory store hands
-    out its committed meta), sharing the payloads inside them."""
-    if isinstance(value, dict):
-        return {k: copy_meta(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_meta(v) for v in value]
-    return value
 
 
 def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> StepStateChanged:
@@ -350,18 +336,7 @@ def unstorable_failure(
     )
 
 
-def refuse_unknown_workflow(delivery: DeliveryRecord, name: str) -> Decision:
-    """A delivery of a workflow this process does not know: the run fails (no codec)."""
-    message = (
-        f"run {delivery.run_id!r} step {delivery.step!r}: workflow {name!r} is not "
-        "registered in this worker process (is its module imported by the worker?)"
-    )
-    error = {"kind": "invalid", "message": message}
-    writes = (FinishDelivery(delivery.fence, "failed", error), SetStatus("failed", error=error))
-    return Decision(writes, finished=True, answer=message)
-
-
-# --- collect answers and wait timeouts -------------------------------------------------
+# --- collect answers -------------------------------------------------
 
 
 def collect_journal_id(journal_id: str) -> str:
@@ -398,110 +373,16 @@ def on_collect(
     return Decision((SetMeta(meta), journal), answer=result)
 
 
-def on_timeout_claimed(run: RunRecord, delivery: DeliveryRecord) -> Decision:
-    """A wait's timeout delivery was claimed. ``answer`` True: the wait had ended, the
-    delivery is done. Else its waiter is marked timing out and the step runs again."""
-    meta = copy_meta(run.meta)
-    marked = mark_timing_out(meta, delivery)
-    if marked is None:
-        return Decision((FinishDelivery(delivery.fence, "done"),), answer=True)
-    return Decision((SetMeta(meta),) if marked else (), answer=False)
-
-
-# --- from outside the steps ------------------------------------------------------------
-
-
-def on_event_sent_in(
-    binding: Binding,
-    run: RunRecord,
-    open_deliveries: Sequence[DeliveryRecord],
-    event: Event,
-    step: str | None,
-    parent_id: str,
-) -> Decision:
-    """An event sent into a run from outside: it resumes waiters or becomes deliveries.
-    As upstream, one that nothing takes is reported on the stream (internal), except a
-    human-in-the-loop request."""
-    if run.finished:
-        return Decision()
-    meta = copy_meta(run.meta)
-    routed = binding.router.route(meta, [Output(event, step)], parent_id)
-    writes: list[Write] = [SetMeta(meta), AddDeliveries(tuple(routed.deliveries))]
-    if routed.deliveries and run.status == "waiting":
-        writes.append(SetStatus("running"))
-    lost = [e for e in routed.unhandled if not isinstance(e, InputRequiredEvent)]
-    idle = not routed.deliveries and not open_deliveries
-    for ev in lost:
-        writes.append(
-            AppendStream(binding.codec.encode_event(unhandled_event(ev, step, idle)), None)
-        )
-    return Decision(tuple(writes), publish=tuple(routed.deliveries))
-
-
-def unhandled_event(event: Event, step: str | None, idle: bool) -> UnhandledEvent:
-    """The stream's record of an event that nothing in the run took."""
-    cls = type(event)
-    return UnhandledEvent(
-        event_type=cls.__name__,
-        qualified_name=f"{cls.__module__}.{cls.__name__}",
-        step_name=step,
-        idle=idle,
-    )
-
-
-@dataclass(frozen=True)
-class TimedOut:
-    """The ending of a run past its deadline (after ``timeout`` seconds)."""
-
-    timeout: float
-
-
-Ending = Literal["cancelled"] | TimedOut
-
-
-def on_halt(
-    run: RunRecord, open_deliveries: Sequence[DeliveryRecord], ending: Ending, codec: Codec
-) -> Decision:
-    """End a still-going run: cancelled by a user, or failed past its deadline (as
-    upstream's WorkflowTimeoutError, naming the steps still active). ``answer``: ended."""
-    if run.finished:
-        return Decision(answer=False)
-    if ending == "cancelled":
-        event: Event = WorkflowCancelledEvent()
-        error: dict[str, Any] = {"kind": "cancelled"}
-        status: Literal["cancelled", "failed"] = "cancelled"
-    else:
-        active = sorted({d.step for d in open_deliveries if d.status == "running"})
-        info = "Currently active steps: " + ", ".join(active) if active else "No steps active"
-        message = f"Operation timed out after {ending.timeout} seconds. {info}"
-        event = WorkflowTimedOutEvent(timeout=ending.timeout, active_steps=active)
-        error = {"kind": "timeout", "message": message}
-        status = "failed"
-    writes = (
-        AppendStream(codec.encode_event(event), f"{run.run_id}:halt"),
-        SetStatus(status, error=error),
-    )
-    return Decision(writes, finished=True, answer=True)
-
-
 __all__ = [
     "UNSTORABLE",
-    "Ending",
     "StepEnd",
-    "TimedOut",
     "collect_journal_id",
-    "copy_meta",
     "fail_run",
     "on_collect",
-    "on_event_sent_in",
-    "on_halt",
     "on_step_end",
     "on_step_failed",
-    "on_timeout_claimed",
     "reads_open_deliveries",
-    "refuse_unknown_workflow",
     "returned_outputs",
     "step_state",
-    "unhandled_event",
     "unstorable_failure",
 ]

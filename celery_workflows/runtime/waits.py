@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..store.base import DeliveryRecord, NewDelivery
+from ..store.base import DeliveryRecord, NewDelivery, RunRecord
 from .routing import child_id
+from .writes import Decision, FinishDelivery, SetMeta, copy_meta
 
 #: The key of a timeout delivery's mark in its ``extra``.
 _TIMEOUT_KEY = "timeout_of"
@@ -143,6 +144,16 @@ def mark_timing_out(meta: dict[str, Any], delivery: DeliveryRecord) -> bool | No
     return True
 
 
+def on_timeout_claimed(run: RunRecord, delivery: DeliveryRecord) -> Decision:
+    """A wait's timeout delivery was claimed. ``answer`` True: the wait had ended, the
+    delivery is done. Else its waiter is marked timing out and the step runs again."""
+    meta = copy_meta(run.meta)
+    marked = mark_timing_out(meta, delivery)
+    if marked is None:
+        return Decision((FinishDelivery(delivery.fence, "done"),), answer=True)
+    return Decision((SetMeta(meta),) if marked else (), answer=False)
+
+
 def is_pending_timeout(delivery: DeliveryRecord, meta: dict[str, Any]) -> bool:
     """True for a timeout delivery whose wait is still open (not a work item yet)."""
     if WaitTimeout.of(delivery) is None:
@@ -155,6 +166,7 @@ __all__ = [
     "WaitTimeout",
     "is_pending_timeout",
     "mark_timing_out",
+    "on_timeout_claimed",
     "register_waiter",
     "release_timed_out_waiter",
     "timed_out_waiter_id",

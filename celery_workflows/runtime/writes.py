@@ -102,6 +102,16 @@ class Decision:
     answer: Any = None
 
 
+def copy_meta(value: Any) -> Any:
+    """Copy meta's dicts and lists (decisions change a copy: the in-memory store hands
+    out its committed meta), sharing the payloads inside them."""
+    if isinstance(value, dict):
+        return {k: copy_meta(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_meta(v) for v in value]
+    return value
+
+
 async def apply(txn: RunTxn, writes: Sequence[Write]) -> None:
     """Apply ``writes`` to ``txn`` in order (stream sequence numbers follow it)."""
     for w in writes:
@@ -160,5 +170,6 @@ __all__ = [
     "SetStatus",
     "Write",
     "apply",
+    "copy_meta",
     "transact",
 ]

@@ -255,8 +255,12 @@ class RunTxn(Protocol):
 class RunStore(Protocol):
     """Storage of runs, deliveries and streams. See the module docstring."""
 
-    #: True when payloads must be JSON-compatible values (SQL); False keeps live objects.
-    json_payloads: bool
+    #: What the store keeps: ``"json"`` (JSON-compatible values, SQL) or ``"live"``
+    #: (the objects as given, in memory). It picks the codec of every workflow bound to it.
+    payloads: Literal["json", "live"]
+    #: True when the store's coroutines finish without suspending (no I/O): sync callers
+    #: may drive them on their own thread, even inside a running loop.
+    never_suspends: bool
 
     async def create_run(
         self, run: NewRun, deliveries: Sequence[NewDelivery]

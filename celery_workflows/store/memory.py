@@ -84,7 +84,8 @@ class InMemoryRunStore:
     ``clock`` returns timezone-aware UTC now; tests pass a fake one to move time.
     """
 
-    json_payloads = False
+    payloads: Literal["json", "live"] = "live"
+    never_suspends = True
 
     def __init__(self, *, clock: Clock = utcnow) -> None:
         self.clock = clock

@@ -112,7 +112,7 @@ async def test_a_nul_character_is_refused_by_a_json_store_naming_its_path(
     store: RunStore,
 ) -> None:
     await store.create_run(new_run(), [delivery("d1")])
-    if not store.json_payloads:
+    if store.payloads != "json":
         async with store.locked("run-1") as txn:
             txn.set_state({"text": NUL})
         assert (await store.get_run("run-1")).state == {"text": NUL}
@@ -162,7 +162,7 @@ async def test_state_over_max_state_bytes_is_refused_naming_run_size_and_limit(
 ) -> None:
     await limited.create_run(new_run(), [])
     big = {"blob": "x" * 200}
-    if not limited.json_payloads:
+    if limited.payloads != "json":
         async with limited.locked("run-1") as txn:
             txn.set_state(big)  # live objects have no JSON size
         return

@@ -136,7 +136,7 @@ async def sqlite_runtime(tmp_path: Path) -> AsyncIterator[LocalRuntime]:
 
 
 def json_codec() -> JsonCodec:
-    codec = bind(Keep(), json_payloads=True).codec
+    codec = bind(Keep(), payloads="json").codec
     assert isinstance(codec, JsonCodec)
     return codec
 

@@ -20,20 +20,17 @@ from celery_workflows.events import (
 from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from celery_workflows.runtime.binding import Binding, bind
 from celery_workflows.runtime.codec import event_type_name
+from celery_workflows.runtime.interventions import TimedOut, on_event_sent_in, on_halt
 from celery_workflows.runtime.step_context import CollectNeeded
 from celery_workflows.runtime.transitions import (
     StepEnd,
-    TimedOut,
     collect_journal_id,
     on_collect,
-    on_event_sent_in,
-    on_halt,
     on_step_end,
     on_step_failed,
-    on_timeout_claimed,
     reads_open_deliveries,
 )
-from celery_workflows.runtime.waits import WaitTimeout, waiter_record
+from celery_workflows.runtime.waits import WaitTimeout, on_timeout_claimed, waiter_record
 from celery_workflows.runtime.writes import (
     AddDeliveries,
     AppendStream,
@@ -83,7 +80,7 @@ class Guarded(Workflow):
 
 @pytest.fixture
 def chain() -> Binding:
-    return bind(Chain(), json_payloads=True)
+    return bind(Chain(), payloads="json")
 
 
 def run_record(meta: dict[str, Any] | None = None, status: RunStatus = "running") -> RunRecord:
@@ -192,7 +189,7 @@ def test_the_last_allowed_failure_fails_the_run(chain: Binding) -> None:
 
 
 def test_a_catch_error_handler_gets_the_failure_until_its_budget_is_spent() -> None:
-    guarded = bind(Guarded(), json_payloads=True)
+    guarded = bind(Guarded(), payloads="json")
     d = delivery(guarded, "risky", StartEvent())
     run = run_record()
     first = on_step_failed(guarded, run, d, RuntimeError("boom"), now=NOW)

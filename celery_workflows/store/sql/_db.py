@@ -85,7 +85,7 @@ class Database:
         self.clock = clock
         self.queries = Queries(self.dialect)
         #: The pipelined hot path, on PostgreSQL through psycopg 3 (None elsewhere).
-        self.hot = PgHotPath() if self.url.get_driver_name() == "psycopg" else None
+        self.hot = PgHotPath(self.queries) if self.url.get_driver_name() == "psycopg" else None
         try:
             self.engine: Engine = create_engine(
                 self.url,

@@ -8,7 +8,7 @@ statements whose results are not needed in between are queued in one pipeline:
 - a locked transaction opens with one (BEGIN, the run row ``FOR UPDATE``, the fence);
 - its buffered writes and COMMIT are one more.
 
-The statements are written out for PostgreSQL, with column lists taken from the schema.
+The statements are those of the catalogue (:mod:`.queries`), compiled for psycopg.
 They run on the psycopg connection under a SQLAlchemy ``Connection`` that has begun its
 transaction, so the pool, the retry of a dropped connection and the error translation of
 :class:`~._db.Database` stay as they are; a psycopg error is raised as SQLAlchemy's
@@ -24,36 +24,33 @@ from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Column, Connection, Table
+from sqlalchemy import ClauseElement, Connection
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-from celery_workflows.store.base import OPEN_DELIVERY_STATUSES, TERMINAL_RUN_STATUSES
-from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
+from celery_workflows.store.sql.queries import Queries
+from celery_workflows.store.sql.schema import deliveries, journal, stream
 
 __all__ = ["PgHotPath", "Statement"]
 
 #: One statement and its parameters (a list of them: the statement once per item).
 Statement = tuple[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]]
 
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+_PG = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
-def _cast(column: Column[Any]) -> str:
-    # JSON payloads arrive as encoded text; every other parameter is typed by psycopg.
-    name = column.type.compile(dialect=_PG)
-    return f"::{name}" if name in ("JSON", "JSONB") else ""
-
-
-def _quoted(values: Sequence[str] | frozenset[str]) -> str:
-    return ", ".join(f"'{v}'" for v in sorted(values))
-
-
-def _insert(table: Table, *, ignore_conflicts: bool = False) -> str:
-    names = ", ".join(c.name for c in table.c)
-    values = ", ".join(f"%({c.name})s{_cast(c)}" for c in table.c)
-    tail = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-    return f"INSERT INTO {table.name} ({names}) VALUES ({values}){tail}"
+def _sql(stmt: ClauseElement, column_keys: Sequence[str] | None = None) -> str:
+    """``stmt`` of the statement catalogue as PostgreSQL text with ``%(name)s``
+    parameters (psycopg's style, JSON parameters cast from their encoded text)."""
+    compiled = stmt.compile(dialect=_PG, column_keys=column_keys)
+    fixed = (
+        set(compiled.params)
+        - set(column_keys or ())
+        - {name for name in compiled.params if name.startswith("p_")}
+    )
+    # A constant the catalogue left as a parameter would need a value at every call.
+    assert not fixed, f"statement has unnamed parameters {sorted(fixed)}: {compiled}"
+    return str(compiled)
 
 
 def _utc_rows(cursor: psycopg.Cursor[Any]) -> Any:
@@ -76,91 +73,39 @@ class Claimed(NamedTuple):
 
 
 class PgHotPath:
-    """The pipelined statements of one database (built once per store)."""
+    """The statements of :class:`~.queries.Queries` that the pipelines send, compiled
+    once per store for psycopg."""
 
-    _FENCED = "delivery_id = %(p_id)s AND attempt = %(p_attempt)s AND status = 'running'"
-
-    def __init__(self) -> None:
-        run_columns = ", ".join(c.name for c in runs.c)
-        d = deliveries.name
-        self.select_run = f"SELECT {run_columns} FROM {runs.name} WHERE run_id = %(p_run_id)s"
-        self.select_run_locked = f"{self.select_run} FOR UPDATE"
-        self.select_stream = (
-            f"SELECT run_id, seq, event, created_at FROM {stream.name} "
-            "WHERE run_id = %(p_run_id)s AND seq > %(p_after)s ORDER BY seq"
-        )
-        self.select_stream_limited = f"{self.select_stream} LIMIT %(p_limit)s"
+    def __init__(self, queries: Queries) -> None:
+        self._q = queries
+        self.select_run = _sql(queries.select_run)
+        self.select_run_locked = _sql(queries.select_run_locked)
+        self.select_stream = _sql(queries.select_stream)
+        self.select_stream_limited = _sql(queries.select_stream_limited)
         # KEY SHARE, as in SqlDialect.hold_fence: blocks claims, not lease extensions.
-        self.hold_fence = (
-            f"SELECT run_id, attempt, status FROM {d} WHERE delivery_id = %(p_id)s FOR KEY SHARE"
-        )
-        self.insert_journal = _insert(journal)
-        self.insert_deliveries = _insert(deliveries, ignore_conflicts=True)
-        self.insert_stream = _insert(stream)
-        self.finish_delivery = (
-            f"UPDATE {d} SET status = %(p_status)s, error = %(p_error)s::JSON, "
-            f"lease_expires_at = NULL, updated_at = %(p_now)s WHERE {self._FENCED}"
-        )
-        self.reschedule_delivery = (
-            f"UPDATE {d} SET status = 'pending', not_before = %(p_not_before)s, "
-            "extra = %(p_extra)s::JSON, lease_expires_at = NULL, "
-            "published_at = %(p_published_at)s, updated_at = %(p_now)s "
-            f"WHERE {self._FENCED}"
-        )
-        self.cancel_open_deliveries = (
-            f"UPDATE {d} SET status = 'cancelled', lease_expires_at = NULL, "
-            f"updated_at = %(p_now)s WHERE run_id = %(p_run_id)s "
-            f"AND status IN ({_quoted(OPEN_DELIVERY_STATUSES)})"
-        )
-        self._init_claim()
-        self._run_updates: dict[tuple[str, ...], str] = {}
-
-    def _init_claim(self) -> None:
-        d = deliveries.name
-        lock = f"FROM {d} WHERE delivery_id = %(p_id)s FOR UPDATE"
-        # FOR UPDATE waits for a locked() block that holds this delivery's fence. The
-        # advisory key is SqlDialect.serialize_claims' key, so both claim paths agree.
-        self.claim_lock = f"SELECT 1 {lock}"
-        self.claim_lock_step = (
-            "SELECT pg_advisory_xact_lock(hashtextextended("
-            f"'cw-claim:' || run_id || ':' || step, 0)) {lock}"
-        )
+        self.hold_fence = _sql(queries.select_delivery_fence)
+        self.insert_journal = _sql(queries.insert_journal, [c.name for c in journal.c])
+        self.insert_deliveries = _sql(queries.insert_deliveries, [c.name for c in deliveries.c])
+        self.insert_stream = _sql(queries.insert_stream, [c.name for c in stream.c])
+        self.finish_delivery = _sql(queries.finish_delivery)
+        self.reschedule_delivery = _sql(queries.reschedule_delivery)
+        self.cancel_open_deliveries = _sql(queries.cancel_open_deliveries)
+        lock, lock_step, facts, claim = queries.pipelined_claim()
+        # FOR UPDATE waits for a locked() block that holds this delivery's fence.
+        self.claim_lock = _sql(lock)
+        self.claim_lock_step = _sql(lock_step)
         # Both statements below run after the locks are held, so under READ COMMITTED
         # they read what the lock holders committed.
-        live_running = (
-            f"(SELECT count(*) FROM {d} AS o WHERE o.run_id = d.run_id AND o.step = d.step "
-            "AND o.status = 'running' AND o.delivery_id <> d.delivery_id "
-            "AND o.lease_expires_at >= %(p_now)s)"
-        )
-        columns = ", ".join(f"d.{c.name}" for c in deliveries.c)
-        self.claim_facts = (
-            f"SELECT {columns}, r.status AS run_status, r.workflow_name AS run_workflow, "
-            f"{live_running} AS live_running "
-            f"FROM {d} AS d JOIN {runs.name} AS r ON r.run_id = d.run_id "
-            "WHERE d.delivery_id = %(p_id)s"
-        )
-        # The claim_outcome() == "claimed" rule in one statement.
-        self.claim_update = (
-            f"UPDATE {d} AS d SET status = 'running', attempt = d.attempt + 1, "
-            "lease_expires_at = %(p_lease)s, updated_at = %(p_now)s "
-            f"FROM {runs.name} AS r WHERE d.delivery_id = %(p_id)s AND r.run_id = d.run_id "
-            f"AND r.status NOT IN ({_quoted(TERMINAL_RUN_STATUSES)}) "
-            "AND (%(p_workflow)s::TEXT IS NULL OR r.workflow_name = %(p_workflow)s::TEXT) "
-            "AND ((d.status = 'pending' AND (d.not_before IS NULL OR d.not_before <= %(p_now)s))"
-            " OR (d.status = 'running' AND (d.lease_expires_at IS NULL"
-            " OR d.lease_expires_at < %(p_now)s))) "
-            f"AND (%(p_max)s::INTEGER IS NULL OR {live_running} < %(p_max)s::INTEGER) "
-            f"RETURNING {columns}"
-        )
+        self.claim_facts = _sql(facts)
+        self.claim_update = _sql(claim)
+        self._run_updates: dict[tuple[str, ...], str] = {}
 
     def update_run(self, columns: Sequence[str]) -> str:
         """``UPDATE cw_runs`` setting ``columns`` from ``p_<column>`` (cached per set)."""
         key = tuple(columns)
         sql = self._run_updates.get(key)
         if sql is None:
-            sets = ", ".join(f"{name} = %(p_{name})s{_cast(runs.c[name])}" for name in key)
-            sql = f"UPDATE {runs.name} SET {sets} WHERE run_id = %(p_run_id)s"
-            self._run_updates[key] = sql
+            sql = self._run_updates[key] = _sql(self._q.update_run(key))
         return sql
 
     # -- execution, on the transaction's thread, inside a begun SQLAlchemy transaction

@@ -32,6 +32,11 @@ AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 WRITE_OPTION = "cw_write"
 
 
+#: The key of the advisory lock that serializes claims of one step of one run
+#: (``num_workers``), followed by ``<run_id>:<step>`` (both claim paths use it).
+CLAIM_LOCK_PREFIX = "cw-claim:"
+
+
 class SqlDialect:
     """The PostgreSQL behaviour; :class:`SqliteDialect` overrides what differs."""
 
@@ -72,7 +77,7 @@ class SqlDialect:
         """Serialize claims of one step of one run until commit (``max_running``)."""
         conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"cw-claim:{run_id}:{step}"},
+            {"key": f"{CLAIM_LOCK_PREFIX}{run_id}:{step}"},
         )
 
     def skip_locked(self, stmt: AnySelect, *, of: Table) -> AnySelect:

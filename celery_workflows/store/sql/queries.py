@@ -12,29 +12,65 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Delete,
     Insert,
+    Integer,
     Row,
+    String,
     Update,
     and_,
     bindparam,
     delete,
     func,
+    literal_column,
+    null,
     or_,
     select,
     tuple_,
     update,
 )
 
-from celery_workflows.store.base import DeliveryRecord, RunQuery, RunRecord, StreamEntry
-from celery_workflows.store.sql.dialects import AnySelect, SqlDialect
+from celery_workflows.store.base import (
+    OPEN_DELIVERY_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    DeliveryRecord,
+    RunQuery,
+    RunRecord,
+    StreamEntry,
+)
+from celery_workflows.store.sql.dialects import CLAIM_LOCK_PREFIX, AnySelect, SqlDialect
 from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
 
 __all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row"]
 
 _d = deliveries.c
 _r = runs.c
-_OPEN = ("pending", "running")
+
+
+def _const(value: str) -> ColumnElement[Any]:
+    """A fixed status string written into the statement (not a parameter), so the
+    statement compiles to SQL that needs only the ``p_`` parameters."""
+    return literal_column(f"'{value}'", String)
+
+
+def _statuses(values: frozenset[str] | tuple[str, ...]) -> list[ColumnElement[Any]]:
+    return [_const(v) for v in sorted(values)]
+
+
+def live_running(
+    run_id: ColumnElement[Any], step: ColumnElement[Any], delivery_id: ColumnElement[Any]
+) -> AnySelect:
+    """How many other attempts of ``step`` in ``run_id`` are running on a live lease
+    (``num_workers``): the one count, for the claim transaction and the pipelined claim."""
+    o = deliveries.alias("o")
+    return select(func.count()).where(
+        o.c.run_id == run_id,
+        o.c.step == step,
+        o.c.status == _const("running"),
+        o.c.delivery_id != delivery_id,
+        o.c.lease_expires_at >= bindparam("p_now"),
+    )
 
 
 class Queries:
@@ -61,18 +97,14 @@ class Queries:
 
     def _init_deliveries(self, dialect: SqlDialect) -> None:
         by_id = _d.delivery_id == bindparam("p_id")
-        fenced = and_(by_id, _d.attempt == bindparam("p_attempt"), _d.status == "running")
+        fenced = and_(by_id, _d.attempt == bindparam("p_attempt"), _d.status == _const("running"))
         self.insert_deliveries: Insert = dialect.insert_ignore(deliveries)
         self.select_delivery: AnySelect = select(deliveries).where(by_id)
         self.select_delivery_locked = dialect.lock_delivery(self.select_delivery)
         self.select_delivery_head: AnySelect = select(_d.run_id, _d.attempt, _d.status).where(by_id)
         self.select_delivery_fence = dialect.hold_fence(self.select_delivery_head)
-        self.count_live_running: AnySelect = select(func.count()).where(
-            _d.run_id == bindparam("p_run_id"),
-            _d.step == bindparam("p_step"),
-            _d.status == "running",
-            _d.delivery_id != bindparam("p_id"),
-            _d.lease_expires_at >= bindparam("p_now"),
+        self.count_live_running = live_running(
+            bindparam("p_run_id"), bindparam("p_step"), bindparam("p_id")
         )
         self.claim_delivery: Update = (
             update(deliveries)
@@ -93,7 +125,7 @@ class Queries:
             .values(
                 status=bindparam("p_status"),
                 error=bindparam("p_error"),
-                lease_expires_at=None,
+                lease_expires_at=null(),
                 updated_at=bindparam("p_now"),
             )
         )
@@ -101,18 +133,23 @@ class Queries:
             update(deliveries)
             .where(fenced)
             .values(
-                status="pending",
+                status=_const("pending"),
                 not_before=bindparam("p_not_before"),
                 extra=bindparam("p_extra"),
-                lease_expires_at=None,
+                lease_expires_at=null(),
                 published_at=bindparam("p_published_at"),
                 updated_at=bindparam("p_now"),
             )
         )
         self.cancel_open_deliveries: Update = (
             update(deliveries)
-            .where(_d.run_id == bindparam("p_run_id"), _d.status.in_(_OPEN))
-            .values(status="cancelled", lease_expires_at=None, updated_at=bindparam("p_now"))
+            .where(
+                _d.run_id == bindparam("p_run_id"),
+                _d.status.in_(_statuses(OPEN_DELIVERY_STATUSES)),
+            )
+            .values(
+                status=_const("cancelled"), lease_expires_at=null(), updated_at=bindparam("p_now")
+            )
         )
         self.list_deliveries: AnySelect = (
             select(deliveries).where(_d.run_id == bindparam("p_run_id")).order_by(_d.seq)
@@ -120,7 +157,9 @@ class Queries:
         self.list_deliveries_by_status = self.list_deliveries.where(
             _d.status.in_(bindparam("p_statuses", expanding=True))
         )
-        self.open_deliveries = self.list_deliveries.where(_d.status.in_(_OPEN))
+        self.open_deliveries = self.list_deliveries.where(
+            _d.status.in_(_statuses(OPEN_DELIVERY_STATUSES))
+        )
         self.due_pending = dialect.skip_locked(_due_pending(), of=deliveries)
         self.due_running = dialect.skip_locked(_due_running(), of=deliveries)
         self.delete_runs: Delete = delete(runs).where(
@@ -170,6 +209,65 @@ class Queries:
             stream.c.run_id == bindparam("p_run_id"),
             stream.c.dedupe_key == bindparam("p_key"),
         )
+
+    def pipelined_claim(self) -> tuple[AnySelect, AnySelect, AnySelect, Update]:
+        """The claim as the PostgreSQL pipeline sends it (see ``_pg.PgHotPath.claim``):
+        lock the delivery row, optionally with the step's claim lock; read what the
+        caller needs to say why a claim failed; the claim rule in one ``UPDATE``."""
+        d, r = deliveries.alias("d"), runs.alias("r")
+        by_id = d.c.delivery_id == bindparam("p_id")
+        lock: AnySelect = (
+            select(literal_column("1")).select_from(d).where(by_id).with_for_update(of=d)
+        )
+        key = _const(CLAIM_LOCK_PREFIX) + d.c.run_id + _const(":") + d.c.step
+        lock_step = (
+            select(func.pg_advisory_xact_lock(func.hashtextextended(key, literal_column("0"))))
+            .where(by_id)
+            .with_for_update(of=d)
+        )
+        count = live_running(d.c.run_id, d.c.step, d.c.delivery_id).scalar_subquery()
+        facts = (
+            select(
+                *d.c,
+                r.c.status.label("run_status"),
+                r.c.workflow_name.label("run_workflow"),
+                count.label("live_running"),
+            )
+            .join_from(d, r, r.c.run_id == d.c.run_id)
+            .where(by_id)
+        )
+        now: BindParameter[datetime] = bindparam("p_now")
+        workflow = bindparam("p_workflow", type_=String)
+        most = bindparam("p_max", type_=Integer)
+        due = or_(
+            and_(
+                d.c.status == _const("pending"),
+                or_(d.c.not_before.is_(None), d.c.not_before <= now),
+            ),
+            and_(
+                d.c.status == _const("running"),
+                or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at < now),
+            ),
+        )
+        claim = (
+            update(d)  # type: ignore[arg-type]
+            .where(
+                by_id,
+                r.c.run_id == d.c.run_id,
+                r.c.status.not_in(_statuses(TERMINAL_RUN_STATUSES)),
+                or_(workflow.is_(None), r.c.workflow_name == workflow),
+                due,
+                or_(most.is_(None), count < most),
+            )
+            .values(
+                status=_const("running"),
+                attempt=d.c.attempt + literal_column("1", Integer),
+                lease_expires_at=bindparam("p_lease"),
+                updated_at=now,
+            )
+            .returning(*d.c)
+        )
+        return lock, lock_step, facts, claim
 
     def update_run(self, columns: Sequence[str]) -> Update:
         """Set ``columns`` (from parameters ``p_<column>``) on the run ``p_run_id``.

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
@@ -75,7 +75,8 @@ class SqlRunStore:
     limit; default 10 MB).
     """
 
-    json_payloads = True
+    payloads: Literal["json", "live"] = "json"
+    never_suspends = False
 
     def __init__(
         self,

@@ -14,8 +14,7 @@ from .events import Event, InternalDispatchEvent, StopEvent, WorkflowCancelledEv
 
 if TYPE_CHECKING:
     from .context.context import Context
-    from .runtime.base import BaseRuntime
-    from .runtime.binding import Binding
+    from .context.ports import RunPort
 
 
 class WorkflowHandler:
@@ -25,12 +24,9 @@ class WorkflowHandler:
     an equivalent handle in another process.
     """
 
-    def __init__(
-        self, runtime: BaseRuntime, binding: Binding, run_id: str, ctx: Context[Any]
-    ) -> None:
-        self._runtime = runtime
-        self._binding = binding
-        self.run_id = run_id
+    def __init__(self, port: RunPort, ctx: Context[Any]) -> None:
+        self._port = port
+        self.run_id = port.run_id
         self._ctx = ctx
         self._stop: StopEvent | None = None
         self._error: BaseException | None = None
@@ -44,7 +40,7 @@ class WorkflowHandler:
     async def stop_event_result(self) -> StopEvent:
         """Wait for the run and return its StopEvent (raise what it failed with)."""
         try:
-            self._stop = await self._runtime.result(self._binding, self.run_id)
+            self._stop = await self._port.result()
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, WorkflowCancelledByUser):
@@ -73,7 +69,7 @@ class WorkflowHandler:
 
     def is_done(self) -> bool:
         """True when the run is completed, failed or cancelled."""
-        return not self._runtime.is_running(self.run_id)
+        return not self._port.is_running()
 
     def done(self) -> bool:
         """Deprecated alias of :meth:`is_done`."""
@@ -88,13 +84,13 @@ class WorkflowHandler:
 
     def cancelled(self) -> bool:
         """True when the run was cancelled."""
-        return self._runtime.get_run(self.run_id).status == "cancelled"
+        return self._port.status() == "cancelled"
 
     async def stream_events(self, expose_internal: bool = False) -> AsyncGenerator[Event, None]:
         """Events written to the run's stream, ending with its StopEvent. Single use."""
         if self._streamed:
             raise WorkflowRuntimeError("All the streamed events have already been consumed.")
-        async for event in self._runtime.stream(self._binding, self.run_id):
+        async for event in self._port.stream():
             if isinstance(event, InternalDispatchEvent) and not expose_internal:
                 continue
             yield event
@@ -105,17 +101,15 @@ class WorkflowHandler:
     async def cancel_run(self, *, timeout: float = 5.0) -> None:
         """Cancel the run and wait up to ``timeout`` seconds for it to have ended;
         awaiting the handler then raises WorkflowCancelledByUser."""
-        await self._runtime.cancel(self._binding, self.run_id)
+        await self._port.cancel()
         # The cancel commits the run's end; what is left is the waiters seeing it.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._runtime.result(self._binding, self.run_id), timeout)
+            await asyncio.wait_for(self._port.result(), timeout)
 
     async def send_event(self, event: Event, step: str | None = None) -> None:
         """Send ``event`` into the run (e.g. a HumanResponseEvent)."""
-        if step is not None:
-            self._binding.check_target(step, event)
-        await self._runtime.engine.send_event(self._binding, self.run_id, event, step)
+        await self._port.send(event, step)
 
     def __str__(self) -> str:
-        name = self._binding.name
+        name = self._port.workflow_name
         return f"WorkflowHandler(workflow={name}, run_id={self.run_id}, result={self._stop})"

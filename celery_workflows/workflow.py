@@ -20,13 +20,13 @@ from .resource import ResourceManager
 
 if TYPE_CHECKING:
     from .context.context import Context
-    from .runtime.base import BaseRuntime
+    from .context.ports import RuntimePort
 
 log = logging.getLogger("celery_workflows.workflow")
 
 #: Makes the runtime of a workflow created without one. The package's ``__init__`` sets
 #: it to the in-process runtime: a hook, so that the core imports nothing of the runtime.
-default_runtime_factory: Callable[[], BaseRuntime] | None = None
+default_runtime_factory: Callable[[], RuntimePort] | None = None
 
 
 class _WorkflowMeta(type):
@@ -65,7 +65,7 @@ class Workflow(metaclass=_WorkflowMeta):
         verbose: bool = False,
         resource_manager: ResourceManager | None = None,
         num_concurrent_runs: int | None = None,
-        runtime: BaseRuntime | None = None,
+        runtime: RuntimePort | None = None,
         workflow_name: str | None = None,
         skip_graph_checks: set[str] | None = None,
         serializer: Any = None,
@@ -189,7 +189,7 @@ class Workflow(metaclass=_WorkflowMeta):
         return self._events
 
     @property
-    def runtime(self) -> BaseRuntime:
+    def runtime(self) -> RuntimePort:
         """The runtime runs go to (the in-process one of the running loop by default)."""
         if self._runtime is not None:
             return self._runtime

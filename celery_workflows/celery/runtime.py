@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
-from ..context.context import Context
-from ..handler import WorkflowHandler
-from ..runtime.base import BaseRuntime, RunHandle
+from ..runtime.base import BaseRuntime
 from ..runtime.binding import Binding
 from ..runtime.engine import Engine
 from ..store.base import RunStore
@@ -193,11 +191,3 @@ class CeleryRuntime(BaseRuntime):
             self.worker.step_task(delivery_id, max_running=max_running, workflow_name=workflow_name)
 
         return run_step
-
-    def get_handler(self, run_id: str) -> WorkflowHandler:
-        """A handle on an existing run, from any process (status, result, stream, send)."""
-        run = self.get_run(run_id)
-        binding = self.engine.binding_for(run.workflow_name)
-        ctx: Context[Any] = Context(binding.workflow)
-        ctx._attach(RunHandle(self, binding, run_id))
-        return WorkflowHandler(self, binding, run_id, ctx)

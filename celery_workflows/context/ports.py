@@ -1,20 +1,26 @@
-"""The two ports through which a Context reaches its runtime (the core imports no runtime).
+"""The ports through which the core reaches a runtime (the core imports no runtime).
 
 A Context inside a step talks to a :class:`StepPort` (the runtime's invocation of the
-delivery); a Context held by a caller talks to a :class:`RunPort` (the runtime's handle on
-a started run). These are upstream's internal and external adapters.
+delivery); a Context or handler held by a caller talks to a :class:`RunPort` (the
+runtime's handle on a started run). These are upstream's internal and external adapters.
+A workflow starts runs through a :class:`RuntimePort` (``BaseRuntime`` and subclasses).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._serializers import BaseSerializer
-from ..events import Event, StopEvent
+from ..events import Event, StartEvent, StopEvent
 from .state_store import StateStore
 
-__all__ = ["RunPort", "StepPort"]
+if TYPE_CHECKING:
+    from ..handler import WorkflowHandler
+    from ..workflow import Workflow
+    from .context import Context
+
+__all__ = ["RunPort", "RuntimePort", "StepPort"]
 
 
 class StepPort(Protocol):
@@ -77,6 +83,15 @@ class RunPort(Protocol):
         """The run's id."""
         ...
 
+    @property
+    def workflow_name(self) -> str:
+        """The name of the run's workflow."""
+        ...
+
+    def status(self) -> str:
+        """The run's committed status (running, waiting, completed, failed, cancelled)."""
+        ...
+
     def is_running(self) -> bool:
         """True while the run has not ended."""
         ...
@@ -99,4 +114,38 @@ class RunPort(Protocol):
 
     def result_event(self) -> StopEvent:
         """The StopEvent of the finished run (or raise what it failed with)."""
+        ...
+
+    async def result(self) -> StopEvent:
+        """Wait for the run to end: its StopEvent, or raise what it ended with."""
+        ...
+
+    async def send(self, event: Event, step: str | None) -> None:
+        """Send an event into the run and wait for it to be committed."""
+        ...
+
+    async def cancel(self) -> None:
+        """Cancel the run (committed when this returns)."""
+        ...
+
+
+class RuntimePort(Protocol):
+    """Where a workflow's runs execute: the in-process runtime or ``CeleryRuntime``."""
+
+    def binding(self, workflow: Workflow) -> object:
+        """Register ``workflow`` (idempotent); what the runtime keeps for it."""
+        ...
+
+    def start(
+        self,
+        workflow: Workflow,
+        ctx: Context[Any],
+        start_event: StartEvent | None,
+        run_id: str | None,
+    ) -> WorkflowHandler:
+        """Create a run of ``workflow`` for ``ctx`` and return its handler."""
+        ...
+
+    def get_handler(self, run_id: str) -> WorkflowHandler:
+        """A handler on an existing run, from any process."""
         ...

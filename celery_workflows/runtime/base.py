@@ -86,7 +86,12 @@ class RunHandle:
         self.runtime = runtime
         self.binding = binding
         self.run_id = run_id
+        self.workflow_name = binding.name
         self.store: StateStore[Any] = runtime.state_store(binding, run_id)
+
+    def status(self) -> str:
+        """The run's committed status."""
+        return self.runtime.get_run(self.run_id).status
 
     def is_running(self) -> bool:
         """True while the run has not ended."""
@@ -113,6 +118,20 @@ class RunHandle:
     def result_event(self) -> StopEvent:
         """The finished run's StopEvent."""
         return self.runtime.result_event(self.binding, self.run_id)
+
+    async def result(self) -> StopEvent:
+        """Wait for the run to end: its StopEvent, or raise what it ended with."""
+        return await self.runtime.result(self.binding, self.run_id)
+
+    async def send(self, event: Event, step: str | None) -> None:
+        """Send an event into the run (committed when this returns)."""
+        if step is not None:
+            self.binding.check_target(step, event)
+        await self.runtime.engine.send_event(self.binding, self.run_id, event, step)
+
+    async def cancel(self) -> None:
+        """Cancel the run (committed when this returns)."""
+        await self.runtime.cancel(self.binding, self.run_id)
 
 
 class BaseRuntime:
@@ -228,8 +247,21 @@ class BaseRuntime:
         else:
             state = run_sync(lambda: ctx.store._backend.read(), inline=self._inline())
         self._create(binding, start_event, run_id, state, resume, meta)
-        ctx._attach(RunHandle(self, binding, run_id))
-        return WorkflowHandler(self, binding, run_id, ctx)
+        port = RunHandle(self, binding, run_id)
+        ctx._attach(port)
+        return WorkflowHandler(port, ctx)
+
+    def get_handler(self, run_id: str) -> WorkflowHandler:
+        """A handle on an existing run, from any process (status, result, stream, send)."""
+        from ..context.context import Context
+        from ..handler import WorkflowHandler
+
+        run = self.get_run(run_id)
+        binding = self.engine.binding_for(run.workflow_name)
+        ctx: Context[Any] = Context(binding.workflow)
+        port = RunHandle(self, binding, run_id)
+        ctx._attach(port)
+        return WorkflowHandler(port, ctx)
 
     def _create(
         self,

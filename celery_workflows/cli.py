@@ -132,6 +132,7 @@ def runs_show(database_url: str, run_id: str) -> None:
         return {
             "run_id": run.run_id,
             "workflow": run.workflow_name,
+            "code_version": run.code_version,
             "status": run.status,
             "created_at": run.created_at.isoformat(),
             "updated_at": run.updated_at.isoformat(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 from .._signature import StepSpec
 from ..errors import WorkflowRuntimeError
 from ..events import Event
-from .codec import Codec, JsonCodec, LiveCodec
+from .codec import Codec, JsonCodec, LiveCodec, event_type_name
 from .routing import Router
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ class Binding:
     codec: Codec
     router: Router
     state_type: type[BaseModel]
+    #: Digest of the workflow's shape (steps, the events they take and emit, the state
+    #: type), stored on every run it starts: an operator sees which shape started a run
+    #: (``celery-workflows runs show``), e.g. across a rolling upgrade.
+    code_version: str = ""
 
     def check_target(self, step: str, event: Event) -> None:
         """Raise WorkflowRuntimeError unless ``step`` exists and accepts ``event``."""
@@ -76,4 +81,16 @@ def bind(
         codec=codec,
         router=Router(specs, codec),
         state_type=state_type,
+        code_version=shape_digest(specs, state_type),
     )
+
+
+def shape_digest(specs: dict[str, StepSpec], state_type: type[BaseModel]) -> str:
+    """12 hex digits that change when a step, its events or the state type change."""
+    lines = [f"state {state_type.__module__}.{state_type.__qualname__}"]
+    for name in sorted(specs):
+        spec = specs[name]
+        takes = sorted(event_type_name(t) for t in spec.accepted_events)
+        emits = sorted(event_type_name(t) for t in spec.output_events)
+        lines.append(f"{spec.role} {name} {takes} -> {emits}")
+    return hashlib.blake2b("\n".join(lines).encode(), digest_size=6).hexdigest()

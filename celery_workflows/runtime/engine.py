@@ -145,6 +145,7 @@ class Engine:
         new = NewRun(
             run_id=run_id,
             workflow_name=binding.name,
+            code_version=binding.code_version,
             state=state_payload,
             meta=dict(meta or {}),
             idempotency_key=idempotency_key,

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .retry_policy import RetryCondition
+
+class RetryCondition(Protocol):
+    """A predicate saying whether an exception should be retried."""
+
+    def __call__(self, error: BaseException) -> bool:
+        """Return ``True`` to retry after ``error``."""
+        ...
 
 
 class _Condition:

@@ -22,8 +22,6 @@ from sqlalchemy.engine import URL
 
 from celery_workflows.errors import DeliveryNotFoundError, RunNotFoundError
 from celery_workflows.store.base import (
-    OPEN_DELIVERY_STATUSES,
-    TERMINAL_RUN_STATUSES,
     Claim,
     DeliveryRecord,
     DeliveryStatus,
@@ -37,7 +35,8 @@ from celery_workflows.store.base import (
     StreamEntry,
     utcnow,
 )
-from celery_workflows.store.rules import check_same_start, claim_outcome, new_run_record
+from celery_workflows.store.rules import check_same_start, new_run_record
+from celery_workflows.store.sql._claim import claim_txn, pipelined_claim
 from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
@@ -200,80 +199,12 @@ class SqlRunStore:
         SQLite every writer waits for every other: the lock is the database's.)
         """
         lease = timedelta(seconds=lease_seconds)
-        claim = self._pipelined_claim if self._db.hot is not None else self._claim_txn
+        claim = pipelined_claim if self._db.hot is not None else claim_txn
+        db = self._db
         return await self._transaction(
-            lambda conn: claim(conn, delivery_id, lease, max_running, workflow_name), write=True
+            lambda conn: claim(db, conn, delivery_id, lease, max_running, workflow_name),
+            write=True,
         )
-
-    def _pipelined_claim(
-        self,
-        conn: Connection,
-        delivery_id: str,
-        lease: timedelta,
-        max_running: int | None,
-        workflow_name: str | None,
-    ) -> Claim:
-        """``_claim_txn`` in one round trip (PostgreSQL)."""
-        assert self._db.hot is not None
-        now = self._db.clock()
-        params = {
-            "p_id": delivery_id,
-            "p_now": now,
-            "p_lease": now + lease,
-            "p_max": max_running,
-            "p_workflow": workflow_name,
-        }
-        found = self._db.hot.claim(conn, params, serialize=max_running is not None)
-        if found.row is not None:
-            return Claim("claimed", delivery_from_row(found.row))
-        if found.facts is None:
-            return Claim("missing")
-        delivery = delivery_from_row(found.facts)
-        if workflow_name is not None and found.facts.run_workflow != workflow_name:
-            return Claim("wrong_workflow", delivery)
-        finished = found.facts.run_status in TERMINAL_RUN_STATUSES
-        outcome = claim_outcome(delivery, finished, now, found.facts.live_running, max_running)
-        # Claimable when read but not when updated: the run finished or another claim
-        # took the last slot in between. Busy makes the engine ask again shortly.
-        return Claim("busy" if outcome == "claimed" else outcome, delivery)
-
-    def _claim_txn(
-        self,
-        conn: Connection,
-        delivery_id: str,
-        lease: timedelta,
-        max_running: int | None,
-        workflow_name: str | None,
-    ) -> Claim:
-        q = self._q
-        row = conn.execute(q.select_delivery_locked, {"p_id": delivery_id}).one_or_none()
-        if row is None:
-            return Claim("missing")
-        delivery = delivery_from_row(row)
-        run = conn.execute(q.select_run_status, {"p_run_id": delivery.run_id}).one()
-        if workflow_name is not None and run.workflow_name != workflow_name:
-            return Claim("wrong_workflow", delivery)
-        status = run.status
-        now = self._db.clock()
-        busy = 0
-        if max_running is not None and delivery.status in OPEN_DELIVERY_STATUSES:
-            self._db.dialect.serialize_claims(conn, delivery.run_id, delivery.step)
-            params = {"p_run_id": delivery.run_id, "p_step": delivery.step, "p_id": delivery_id}
-            busy = conn.execute(q.count_live_running, {**params, "p_now": now}).scalar_one()
-        finished = status in TERMINAL_RUN_STATUSES
-        outcome = claim_outcome(delivery, finished, now, busy, max_running)
-        if outcome != "claimed":
-            return Claim(outcome, delivery)
-        claimed = dataclasses.replace(
-            delivery,
-            status="running",
-            attempt=delivery.attempt + 1,
-            lease_expires_at=now + lease,
-            updated_at=now,
-        )
-        lease_params: dict[str, Any] = {"p_id": delivery_id, "p_now": now}
-        conn.execute(q.claim_delivery, {**lease_params, "p_lease": claimed.lease_expires_at})
-        return Claim("claimed", claimed)
 
     async def extend_lease(self, fence: Fence, *, lease_seconds: float) -> bool:
         """Extend the lease of the current running attempt; False if it was superseded."""

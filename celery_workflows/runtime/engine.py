@@ -37,7 +37,7 @@ from .interventions import Ending, TimedOut, on_event_sent_in, on_halt, refuse_u
 from .invoke import call_step
 from .routing import Output
 from .step_context import CollectNeeded, Invocation, StepSuspended
-from .transitions import StepEnd, collect_journal_id, on_collect, step_state
+from .transitions import StepEnd, collect_journal_id, on_collect, poison_reason, step_state
 from .waits import WaitTimeout, on_timeout_claimed
 from .writes import apply, transact
 
@@ -247,16 +247,10 @@ class Engine:
 
     async def _poisoned(self, binding: Binding, delivery: DeliveryRecord) -> bool:
         """Fail the run of a delivery whose attempts keep dying (DESIGN invariant 6)."""
-        failures = int((delivery.extra.get("retry") or {}).get("count", 0))
-        crashes = delivery.attempt - 1 - failures
-        if self.max_crashes is None or crashes < self.max_crashes:
-            return False
-        reason = (
-            f"delivery {delivery.delivery_id!r} is poison: {crashes} attempts died without "
-            "a result (the worker was killed or lost each time)"
-        )
-        await self._completer.reject(binding, delivery, reason)
-        return True
+        reason = poison_reason(delivery, self.max_crashes)
+        if reason is not None:
+            await self._completer.reject(binding, delivery, reason)
+        return reason is not None
 
     async def _execute_claimed(self, binding: Binding, delivery: DeliveryRecord, spec: Any) -> None:
         try:

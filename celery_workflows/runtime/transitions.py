@@ -326,6 +326,19 @@ def fail_run(
     return Decision(writes, finished=True)
 
 
+def poison_reason(delivery: DeliveryRecord, max_crashes: int | None) -> str | None:
+    """Why a claimed delivery is poison (its attempts died ``max_crashes`` times without
+    a result, retries not counted), or None (DESIGN invariant 6)."""
+    failures = int((delivery.extra.get("retry") or {}).get("count", 0))
+    crashes = delivery.attempt - 1 - failures
+    if max_crashes is None or crashes < max_crashes:
+        return None
+    return (
+        f"delivery {delivery.delivery_id!r} is poison: {crashes} attempts died without "
+        "a result (the worker was killed or lost each time)"
+    )
+
+
 def unstorable_failure(
     delivery: DeliveryRecord, exc: BaseException, why: BaseException
 ) -> InvalidMessageError:
@@ -381,6 +394,7 @@ __all__ = [
     "on_collect",
     "on_step_end",
     "on_step_failed",
+    "poison_reason",
     "reads_open_deliveries",
     "returned_outputs",
     "step_state",

@@ -28,6 +28,7 @@ from celery_workflows.runtime.transitions import (
     on_collect,
     on_step_end,
     on_step_failed,
+    poison_reason,
     reads_open_deliveries,
 )
 from celery_workflows.runtime.waits import WaitTimeout, on_timeout_claimed, waiter_record
@@ -331,3 +332,17 @@ def test_cancel_and_deadline_end_a_going_run_once(chain: Binding) -> None:
     cancelled = on_halt(run_record(), [], "cancelled", chain.codec)
     assert of_type(cancelled, SetStatus)[0].status == "cancelled" and cancelled.answer is True
     assert on_halt(run_record(status="cancelled"), [], "cancelled", chain.codec).answer is False
+
+
+def test_a_delivery_whose_attempts_keep_dying_is_poison_retries_not_counted(
+    chain: Binding,
+) -> None:
+    from dataclasses import replace
+
+    d = delivery(chain, "second", Middle(n=1))
+    assert poison_reason(replace(d, attempt=3), max_crashes=3) is None  # 2 died
+    reason = poison_reason(replace(d, attempt=4), max_crashes=3)
+    assert reason is not None and "3 attempts died" in reason
+    retried = replace(d, attempt=4, extra={"retry": {"count": 1}})
+    assert poison_reason(retried, max_crashes=3) is None  # one was a failure, not a death
+    assert poison_reason(replace(d, attempt=99), max_crashes=None) is None

@@ -18,6 +18,7 @@ from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery, RunStore, utcnow
 from .binding import Binding
 from .faults import fault_point
+from .state import send_journal_id
 from .transitions import (
     UNSTORABLE,
     StepEnd,
@@ -27,7 +28,7 @@ from .transitions import (
     reads_open_deliveries,
     unstorable_failure,
 )
-from .writes import Decision, SetStatus, transact
+from .writes import Decision, SetStatus, apply, transact
 
 log = logging.getLogger("celery_workflows.engine")
 
@@ -55,17 +56,8 @@ class Completer:
 
     async def complete(self, binding: Binding, delivery: DeliveryRecord, end: StepEnd) -> None:
         """Commit ``end`` of ``delivery`` (FencedOutError: another attempt owns it)."""
-        now = utcnow()
         try:
-            decision = await transact(
-                self.engine.store,
-                delivery.run_id,
-                delivery.fence,
-                lambda run, open_: on_step_end(
-                    binding, run, open_, delivery, end, now=now, step_events=self.engine.step_events
-                ),
-                lambda run: reads_open_deliveries(run, end),
-            )
+            decision = await self._commit_end(binding, delivery, end)
         except UNSTORABLE as exc:
             # The store refused what the step left (e.g. state over its size limit):
             # the step fails with that reason; nothing of the transaction was written.
@@ -75,6 +67,30 @@ class Completer:
         # Crash tests kill the worker here: committed, not yet published (outbox gap).
         fault_point("after_completion_commit")
         self._after(binding, delivery, decision)
+
+    async def _commit_end(
+        self, binding: Binding, delivery: DeliveryRecord, end: StepEnd
+    ) -> Decision:
+        now = utcnow()
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            run = txn.run
+            open_deliveries = await txn.open_deliveries() if reads_open_deliveries(run, end) else []
+            done: set[int] = set()
+            if end.sent and not end.journal_fresh:
+                marks = send_journal_id(end.journal_id)
+                done = {n for n, _ in end.sent if await txn.journal_get(marks, n) is not None}
+            decision = on_step_end(
+                binding,
+                run,
+                open_deliveries,
+                delivery,
+                end,
+                now=now,
+                step_events=self.engine.step_events,
+                sent_done=done,
+            )
+            await apply(txn, decision.writes)
+        return decision
 
     async def failed(self, binding: Binding, delivery: DeliveryRecord, exc: BaseException) -> None:
         """Retry the step, hand the failure to ``@catch_error``, or fail the run."""

@@ -11,6 +11,7 @@ callers wait; both drive this module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections import OrderedDict
@@ -36,8 +37,9 @@ from .faults import fault_point
 from .interventions import Ending, TimedOut, on_event_sent_in, on_halt, refuse_unknown_workflow
 from .invoke import call_step
 from .routing import Output
+from .state import JournalCursor, collect_journal_id, invocation_journal, send_journal_id
 from .step_context import CollectNeeded, Invocation, StepSuspended
-from .transitions import StepEnd, collect_journal_id, on_collect, poison_reason, step_state
+from .transitions import StepEnd, on_collect, on_events_sent, poison_reason, step_state
 from .waits import WaitTimeout, on_timeout_claimed
 from .writes import apply, transact
 
@@ -312,29 +314,63 @@ class Engine:
         for _ in range(self.max_collect_rounds):
             inv = Invocation(self, binding, delivery, spec, event, collected=dict(collected))
             ctx: Context[Any] = Context._for_step(binding.workflow, inv)
+            need: CollectNeeded | None = None
             try:
-                result = await call_step(inv, ctx, event)
-                await inv.flush()
-                return StepEnd(event, tuple(inv.sent), result=result)
-            except CollectNeeded as need:
-                await inv.flush()
-                collected[need.index] = await self._collect(binding, delivery, need)
+                end = StepEnd(event, result=await call_step(inv, ctx, event))
+            except CollectNeeded as needed:
+                need, end = needed, StepEnd(event)
             except StepSuspended as suspended:
-                await inv.flush()
-                waiter, asked = suspended.waiter, suspended.waiter_event
-                return StepEnd(event, tuple(inv.sent), waiter=waiter, waiter_event=asked)
+                end = StepEnd(event, waiter=suspended.waiter, waiter_event=suspended.waiter_event)
             except Exception as exc:
+                end = StepEnd(event, error=exc)
+            unsent = inv.take_unsent()
+            try:
+                # What the step sent and streamed is committed whatever it ended with.
                 await inv.flush()
-                return StepEnd(event, tuple(inv.sent), error=exc)
-        error = WorkflowRuntimeError("collect_events called too many times")
-        return StepEnd(event, tuple(inv.sent), error=error)
+            except Exception as exc:
+                # A send that could not be stored fails the step (unless it failed already).
+                end, need = (end if end.error is not None else StepEnd(event, error=exc)), None
+            if need is None:
+                journal = inv.journal
+                return dataclasses.replace(
+                    end, sent=unsent, journal_id=journal.journal_id, journal_fresh=journal.fresh
+                )
+            if unsent:
+                await self.commit_sends(binding, delivery, inv.journal, list(unsent))
+            collected[need.index] = await self._collect(binding, delivery, need)
+        return StepEnd(event, error=WorkflowRuntimeError("collect_events called too many times"))
+
+    async def commit_sends(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        journal: JournalCursor,
+        sends: list[tuple[int, Output]],
+    ) -> None:
+        """Commit events a step sent as deliveries (fenced by its attempt), then publish.
+
+        Each send is journaled by its index in the invocation: a re-run of the step (a
+        crash, a collect answer, a resume) finds it sent and sends nothing twice.
+        """
+        marks = send_journal_id(journal.journal_id)
+        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
+            done = set()
+            if not journal.fresh:
+                done = {n for n, _ in sends if await txn.journal_get(marks, n) is not None}
+            decision = on_events_sent(binding, txn.run, journal.journal_id, sends, done)
+            await apply(txn, decision.writes)
+        if decision.stop is not None:
+            self.remember_result(delivery.run_id, decision.stop)
+        self.publish(binding, delivery.run_id, decision.publish)
+        self.notify(delivery.run_id, finished=decision.finished)
 
     async def _collect(
         self, binding: Binding, delivery: DeliveryRecord, need: CollectNeeded
     ) -> list[Event] | None:
         """The answer to a ``collect_events`` call, committed (and journaled) first."""
         async with self.store.locked(delivery.run_id, delivery.fence) as txn:
-            mark = await txn.journal_get(collect_journal_id(delivery.journal_id), need.index)
+            journal = collect_journal_id(invocation_journal(delivery))
+            mark = await txn.journal_get(journal, need.index)
             decision = on_collect(binding, txn.run, delivery, need, mark)
             await apply(txn, decision.writes)
         answer: list[Event] | None = decision.answer

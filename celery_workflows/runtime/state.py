@@ -15,8 +15,36 @@ from pydantic import BaseModel
 
 from ..context.state_store import StateEdit, validate_state
 from ..errors import StateValidationError
-from ..store.base import Fence, RunStore
+from ..store.base import DeliveryRecord, Fence, RunStore
 from .codec import Codec
+
+#: The key in a delivery's ``extra`` of the retry generation its ``journal_id`` is for.
+JOURNAL_GENERATION = "journal_gen"
+
+
+def invocation_journal(delivery: DeliveryRecord) -> str:
+    """The journal of the invocation ``delivery`` runs: its state edits, collect answers,
+    sent events and stream writes are marked there, so a re-run after a crash (or a
+    ``collect_events`` answer, or a ``wait_for_event`` resume) finds them done.
+
+    A retry under a retry policy is a new invocation, as upstream runs the step again:
+    its edits and sends take effect again, so each retry generation has its own journal.
+    """
+    retries = int((delivery.extra.get("retry") or {}).get("count", 0))
+    if retries == int(delivery.extra.get(JOURNAL_GENERATION, 0)):
+        return delivery.journal_id
+    return f"{delivery.journal_id}/r{retries}"
+
+
+def collect_journal_id(journal_id: str) -> str:
+    """Where an invocation's ``collect_events`` answers are journaled (apart from its
+    state edits, which are journaled under ``journal_id`` itself)."""
+    return f"{journal_id}/collect"
+
+
+def send_journal_id(journal_id: str) -> str:
+    """Where an invocation's ``ctx.send_event`` calls are journaled."""
+    return f"{journal_id}/send"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from ..store.base import DeliveryRecord, RunStore
 from .codec import event_type_name
 from .routing import Output, delivery_scope
 from .snapshots import build_snapshot
-from .state import JournalCursor, RunStateBackend
+from .state import JOURNAL_GENERATION, JournalCursor, RunStateBackend, invocation_journal
 from .waits import timed_out_waiter_id, waiter_record
 
 if TYPE_CHECKING:
@@ -38,6 +38,14 @@ class StepHost(Protocol):
     async def append_stream(
         self, binding: Binding, run_id: str, event: Event, key: str | None
     ) -> int: ...
+
+    async def commit_sends(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        journal: JournalCursor,
+        sends: list[tuple[int, Output]],
+    ) -> None: ...
 
 
 class StepSuspended(BaseException):
@@ -70,17 +78,20 @@ class Invocation:
     spec: StepSpec
     event: Event  # the decoded input event
     collected: dict[int, list[Event] | None] = field(default_factory=dict)
-    sent: list[Output] = field(default_factory=list)
     pending_writes: list[asyncio.Task[Any]] = field(default_factory=list)
     _stream_index: int = 0
+    _unsent: list[tuple[int, Output]] = field(default_factory=list)
+    _send_index: int = 0
+    _send_task: asyncio.Task[None] | None = None
     _collect_index: int = 0
 
     def __post_init__(self) -> None:
         d = self.delivery
         # A re-run of the body in the same attempt (after a collect_events answer) has
         # marks from its first round: only the first round of a first attempt is fresh.
-        fresh = not self.collected and d.attempt == 1 and d.journal_id == d.delivery_id
-        self.journal = JournalCursor(d.journal_id, fresh=fresh)
+        journal_id = invocation_journal(d)
+        fresh = not self.collected and d.attempt == 1 and journal_id == d.delivery_id
+        self.journal = JournalCursor(journal_id, fresh=fresh)
         backend = RunStateBackend(
             self.engine.store,
             d.run_id,
@@ -103,25 +114,54 @@ class Invocation:
         return delivery_scope(self.delivery)
 
     def send_event(self, event: Event, step: str | None) -> None:
-        """Buffer ``event`` (for ``step`` or every accepting step)."""
+        """Send ``event`` (to ``step`` or every accepting step): it is committed as a
+        delivery at the step's next await point, and published after that commit, so it
+        reaches its steps while the sender still runs (DESIGN invariant 9)."""
         if step is not None:
             self.binding.check_target(step, event)
-        self.sent.append(Output(event, step, self.scope))
+        self._unsent.append((self._send_index, Output(event, step, self.scope)))
+        self._send_index += 1
+        if self._send_task is None:
+            # One commit for the sends of one stretch of the step between two awaits.
+            self._send_task = asyncio.ensure_future(self._commit_sends())
+            self.pending_writes.append(self._send_task)
+
+    def take_unsent(self) -> tuple[tuple[int, Output], ...]:
+        """At the step's end: the sends made since its last await, taken out of the
+        pending commit (they go in the completion transaction, with the end itself: a
+        wait is registered in the same commit as what was sent just before it)."""
+        if self._send_task is not None:
+            self._send_task.cancel()  # not started: it never runs
+            self.pending_writes.remove(self._send_task)
+            self._send_task = None
+        unsent, self._unsent = tuple(self._unsent), []
+        return unsent
+
+    async def _commit_sends(self) -> None:
+        self._send_task = None  # sends from here on go in the next commit
+        sends, self._unsent = self._unsent, []
+        await self.engine.commit_sends(self.binding, self.delivery, self.journal, sends)
 
     def write_event_to_stream(self, event: Event | None) -> None:
         """Append to the run's stream now; the write is awaited before completion."""
         if event is None:
             return
-        key = f"{self.delivery.journal_id}:s{self._stream_index}"
+        key = f"{self.journal.journal_id}:s{self._stream_index}"
         self._stream_index += 1
         coro = self.engine.append_stream(self.binding, self.delivery.run_id, event, key)
         self.pending_writes.append(asyncio.ensure_future(coro))
 
     async def flush(self) -> None:
-        """Wait for stream writes started by the step."""
-        writes, self.pending_writes = self.pending_writes, []
-        if writes:
-            await asyncio.gather(*writes)
+        """Wait for the stream writes and sends the step started (all of them, also when
+        one fails; the first failure is raised)."""
+        first: BaseException | None = None
+        while self.pending_writes:
+            writes, self.pending_writes = self.pending_writes, []
+            for result in await asyncio.gather(*writes, return_exceptions=True):
+                if isinstance(result, BaseException) and first is None:
+                    first = result
+        if first is not None:
+            raise first
 
     def collect_events(
         self, event: Event, expected: list[type[Event]], buffer_id: str | None
@@ -156,16 +196,19 @@ class Invocation:
                 event = self.binding.codec.decode_event(payload)
                 if event_type_name(event) == name:
                     return event
+        # The resumed invocation keeps this one's journal: it is for this retry generation.
+        retries = int((self.delivery.extra.get("retry") or {}).get("count", 0))
+        extra = {**self.delivery.extra, JOURNAL_GENERATION: retries}
         waiter = waiter_record(
             waiter_id=wid,
             step=self.delivery.step,
-            journal_id=self.delivery.journal_id,
+            journal_id=self.journal.journal_id,
             delivery_id=self.delivery.delivery_id,
             event=self.delivery.event,
             waiting_for=name,
             requirements=requirements,
             resolved=resolved,
-            extra=self.delivery.extra,
+            extra=extra,
             timeout=timeout,
             default_id=waiter_id is None,
         )

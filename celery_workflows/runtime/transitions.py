@@ -12,7 +12,8 @@ Table of the transitions: ``docs/architecture.md``, "The run".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from ..events import (
 from ..store.base import DeliveryRecord, JournalMark, NewDelivery, RunRecord
 from .binding import Binding
 from .routing import Output, child_id, delivery_scope
+from .state import collect_journal_id, invocation_journal, send_journal_id
 from .step_context import CollectNeeded, match_collect
 from .waits import (
     WaitTimeout,
@@ -56,12 +58,18 @@ UNSTORABLE = (InvalidMessageError, StateValidationError)
 
 @dataclass(frozen=True)
 class StepEnd:
-    """How one invocation of a step ended: what it sent, and what it returned, waited
-    for (a waiter record and the event to stream for it) or raised."""
+    """How one invocation of a step ended: what it returned, waited for (a waiter record
+    and the event to stream for it) or raised, and what it sent since its last await
+    (what it sent before is committed already)."""
 
     event: Event
-    sent: tuple[Output, ...] = ()
     result: Any = None
+    #: Events sent and not yet committed when the step ended (numbered in its journal).
+    sent: tuple[tuple[int, Output], ...] = ()
+    #: The invocation's journal (see ``state.invocation_journal``); ``journal_fresh``: no
+    #: mark of it can exist yet (so none needs reading).
+    journal_id: str = ""
+    journal_fresh: bool = False
     waiter: dict[str, Any] | None = None
     waiter_event: Event | None = None
     error: BaseException | None = None
@@ -80,6 +88,43 @@ def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> Step
 # --- a step ended ----------------------------------------------------------------------
 
 
+@dataclass
+class _Sent:
+    """What a batch of sends becomes: its writes, its deliveries, a sent StopEvent."""
+
+    writes: list[Write]
+    added: list[NewDelivery]
+    stop: StopEvent | None
+
+
+def _route_sent(
+    binding: Binding,
+    meta: dict[str, Any],
+    journal_id: str,
+    sends: Sequence[tuple[int, Output]],
+    done: Collection[int],
+) -> _Sent:
+    """Route the sends not ``done`` (journaled) into ``meta``; each is journaled."""
+    sent = _Sent([], [], None)
+    for n, out in sends:
+        if n in done:
+            continue
+        sent.writes.append(PutJournal(send_journal_id(journal_id), n))
+        if isinstance(out.event, StopEvent):
+            sent.stop = sent.stop or out.event
+            continue
+        if isinstance(out.event, InputRequiredEvent):
+            payload = binding.codec.encode_event(out.event)
+            sent.writes.append(AppendStream(payload, f"{journal_id}:send{n}"))
+        sent.added += binding.router.route(meta, [out], f"{journal_id}/send{n}").deliveries
+    return sent
+
+
+def _completed(binding: Binding, run_id: str, stop: StopEvent) -> list[Write]:
+    payload = binding.codec.encode_event(stop)
+    return [AppendStream(payload, f"{run_id}:stop"), SetStatus("completed", result=payload)]
+
+
 def reads_open_deliveries(run: RunRecord, end: StepEnd) -> bool:
     """Whether :func:`on_step_end` needs the run's open deliveries: only to tell if the
     run is left with nothing but waiters, which needs a waiter."""
@@ -95,13 +140,51 @@ def on_step_end(
     *,
     now: datetime,
     step_events: bool = False,
+    sent_done: Collection[int] = (),
 ) -> Decision:
-    """A step returned or waited: its outputs become deliveries, the delivery is done, a
-    StopEvent completes the run. A bad return or an output that cannot be stored fails
-    the step instead (retry, ``@catch_error`` or run failure)."""
+    """A step returned, waited or failed. What it sent since its last await is delivered
+    whatever it ended with (``sent_done``: those already journaled). Then its outputs
+    become deliveries, the delivery is done, a StopEvent completes the run; a bad return
+    or an output that cannot be stored fails the step (retry, ``@catch_error``, run
+    failure), as does a raise."""
+    try:
+        meta = copy_meta(run.meta)
+        sent = _route_sent(binding, meta, end.journal_id, end.sent, sent_done)
+    except UNSTORABLE as exc:
+        error = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
+        return on_step_failed(binding, run, delivery, error, now=now)
+    if sent.stop is not None:
+        # As upstream: a StopEvent the step sent ends the run, whatever the step did next.
+        writes = [*sent.writes, SetMeta(meta), FinishDelivery(delivery.fence, "done")]
+        writes += _completed(binding, run.run_id, sent.stop)
+        return Decision(tuple(writes), finished=True, stop=sent.stop)
+    after = dataclasses.replace(run, meta=meta) if sent.writes else run
+    decision = _ended(binding, after, open_deliveries, delivery, end, now, step_events, sent)
+    if not sent.writes:
+        return decision
+    return dataclasses.replace(
+        decision,
+        writes=(*sent.writes, SetMeta(meta), AddDeliveries(tuple(sent.added)), *decision.writes),
+        publish=(*sent.added, *decision.publish),
+    )
+
+
+def _ended(
+    binding: Binding,
+    run: RunRecord,
+    open_deliveries: Sequence[DeliveryRecord],
+    delivery: DeliveryRecord,
+    end: StepEnd,
+    now: datetime,
+    step_events: bool,
+    sent: _Sent,
+) -> Decision:
     if end.error is None:
         try:
-            return _succeeded(binding, run, open_deliveries, delivery, end, now, step_events)
+            progressed = bool(sent.added)
+            return _succeeded(
+                binding, run, open_deliveries, delivery, end, now, step_events, progressed
+            )
         except WorkflowRuntimeError as exc:
             error: BaseException = exc
         except UNSTORABLE as exc:
@@ -119,11 +202,10 @@ def _succeeded(
     end: StepEnd,
     now: datetime,
     step_events: bool,
+    progressed: bool,
 ) -> Decision:
     codec = binding.codec
-    outputs = list(end.sent)
-    if end.waiter is None:
-        outputs += returned_outputs(binding, delivery, end.result)
+    outputs = [] if end.waiter is not None else returned_outputs(binding, delivery, end.result)
     stop = next((o.event for o in outputs if isinstance(o.event, StopEvent)), None)
     rest = [o for o in outputs if not isinstance(o.event, StopEvent)]
     meta = copy_meta(run.meta)
@@ -150,13 +232,9 @@ def _succeeded(
         writes.append(AppendStream(codec.encode_event(stopped), key))
     writes += [AddDeliveries(tuple(added)), SetMeta(meta), FinishDelivery(delivery.fence, "done")]
     if stop is not None:
-        payload = codec.encode_event(stop)
-        writes += [
-            AppendStream(payload, f"{delivery.run_id}:stop"),
-            SetStatus("completed", result=payload),
-        ]
+        writes += _completed(binding, delivery.run_id, stop)
         return Decision(tuple(writes), finished=True, stop=stop)
-    writes += _settled_status(run, open_deliveries, delivery, meta, bool(routed))
+    writes += _settled_status(run, open_deliveries, delivery, meta, bool(routed) or progressed)
     return Decision(tuple(writes), publish=tuple(added))
 
 
@@ -349,13 +427,31 @@ def unstorable_failure(
     )
 
 
-# --- collect answers -------------------------------------------------
+# --- events sent and collect answers ---
 
 
-def collect_journal_id(journal_id: str) -> str:
-    """The journal of an invocation's ``collect_events`` answers (its own namespace: the
-    state edits of the invocation are journaled under ``journal_id`` itself)."""
-    return f"{journal_id}/collect"
+def on_events_sent(
+    binding: Binding,
+    run: RunRecord,
+    journal_id: str,
+    sends: Sequence[tuple[int, Output]],
+    done: Collection[int],
+) -> Decision:
+    """Events a step sent, committed while it runs (at its next await): those not
+    ``done`` (journaled) become deliveries, each journaled; a sent StopEvent completes
+    the run, as upstream; a human-in-the-loop request is streamed."""
+    meta = copy_meta(run.meta)
+    sent = _route_sent(binding, meta, journal_id, sends, done)
+    writes = [*sent.writes, AddDeliveries(tuple(sent.added)), SetMeta(meta)]
+    if sent.stop is not None:
+        writes += _completed(binding, run.run_id, sent.stop)
+        return Decision(tuple(writes), finished=True, stop=sent.stop)
+    if sent.added and run.status == "waiting":
+        writes.append(SetStatus("running"))
+    return Decision(tuple(writes), publish=tuple(sent.added))
+
+
+# --- collect answers ------------------------------------------------------------------
 
 
 def on_collect(
@@ -382,16 +478,16 @@ def on_collect(
         payloads = [p for i, p in enumerate(payloads) if i not in used]
     buffers[key] = payloads
     encoded = [codec.encode_event(e) for e in result] if result is not None else None
-    journal = PutJournal(collect_journal_id(delivery.journal_id), need.index, encoded)
+    journal = PutJournal(collect_journal_id(invocation_journal(delivery)), need.index, encoded)
     return Decision((SetMeta(meta), journal), answer=result)
 
 
 __all__ = [
     "UNSTORABLE",
     "StepEnd",
-    "collect_journal_id",
     "fail_run",
     "on_collect",
+    "on_events_sent",
     "on_step_end",
     "on_step_failed",
     "poison_reason",

@@ -110,3 +110,23 @@ def test_a_kill_after_a_wait_timeout_marked_its_waiter_leaves_no_run_stuck(
     assert asyncio.run(handler.ctx.store.get("asked")) == 1  # the edit before the wait: once
     run = p.runtime.get_run(handler.run_id)
     assert (run.status, run.meta.get("waiters")) == ("completed", [])
+
+
+def test_a_sender_killed_after_its_sends_committed_sends_nothing_twice(
+    workers: WorkerGroup,
+) -> None:
+    """Events sent with ctx.send_event are committed while the sender runs; a kill of the
+    sender afterwards re-runs it, and its re-run finds its sends journaled."""
+    p = proj()
+    workers.start("w1", concurrency=1)
+    workers.start("w2", concurrency=1)
+    handler = p.broadcast.run(hold=True)
+    flag = Path(os.environ["CW_TEST_HOLD_DIR"]) / f"{handler.run_id}.sent"
+    wait_until(flag.exists, 60, "the sender to see its three sends counted and hold")
+    kill_holder(workers, flag)
+    assert handler.result(timeout=60) == 3, workers.log_tail()
+    assert attempts(p, handler.run_id, "send") >= 2
+    state = asyncio.run(handler.ctx.store.get_state())
+    assert sorted(state["seen"]) == [0, 1, 2]  # each sent event counted once
+    deliveries = asyncio.run(p.runtime.store.list_deliveries(handler.run_id))
+    assert sorted(d.status for d in deliveries if d.step == "count") == ["done"] * 3

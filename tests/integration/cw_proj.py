@@ -275,7 +275,36 @@ class KeepPosted(Workflow):
         return StopEvent(result={"value": type(value).__name__, "exception": repr(exception)})
 
 
+class Ping(Event):
+    n: int
+
+
+class Broadcast(Workflow):
+    """A step sends three Pings and goes on: they must be counted while it still runs.
+    ``run(hold=True)`` parks it after they were counted, for a crash test to kill it."""
+
+    @step
+    async def send(self, ctx: Context, ev: StartEvent) -> Ping | StopEvent:
+        for n in range(3):
+            ctx.send_event(Ping(n=n))
+        # The sends are committed at the next await; then the counter counts them.
+        for _ in range(600):
+            if await ctx.store.get("pings", default=0) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        if ev.get("hold"):
+            hold_here(ctx, "sent")
+        return StopEvent(result=await ctx.store.get("pings", default=0))
+
+    @step
+    async def count(self, ctx: Context, ev: Ping) -> None:
+        async with ctx.store.edit_state() as state:
+            state["pings"] = state.get("pings", 0) + 1
+            state["seen"] = [*state.get("seen", []), ev.n]
+
+
 counter = Counter(runtime=runtime, timeout=60)
+broadcast = Broadcast(runtime=runtime, timeout=120)
 keep_posted = KeepPosted(runtime=runtime, timeout=60)
 poison = Poison(runtime=runtime, timeout=120)
 features = Features(runtime=runtime, timeout=60)

@@ -3,6 +3,7 @@ and what happened, each returns the writes of one transaction. No store here."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,11 +22,13 @@ from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait
 from celery_workflows.runtime.binding import Binding, bind
 from celery_workflows.runtime.codec import event_type_name
 from celery_workflows.runtime.interventions import TimedOut, on_event_sent_in, on_halt
+from celery_workflows.runtime.routing import Output
+from celery_workflows.runtime.state import collect_journal_id, send_journal_id
 from celery_workflows.runtime.step_context import CollectNeeded
 from celery_workflows.runtime.transitions import (
     StepEnd,
-    collect_journal_id,
     on_collect,
+    on_events_sent,
     on_step_end,
     on_step_failed,
     poison_reason,
@@ -346,3 +349,58 @@ def test_a_delivery_whose_attempts_keep_dying_is_poison_retries_not_counted(
     retried = replace(d, attempt=4, extra={"retry": {"count": 1}})
     assert poison_reason(retried, max_crashes=3) is None  # one was a failure, not a death
     assert poison_reason(replace(d, attempt=99), max_crashes=None) is None
+
+
+class Left(Event):
+    pass
+
+
+class Right(Event):
+    pass
+
+
+class Joined(Workflow):
+    @step
+    async def begin(self, ev: StartEvent) -> Left | Right:
+        return Left()
+
+    @step
+    async def pair(self, left: Left, right: Right) -> StopEvent:
+        return StopEvent(result="paired")
+
+
+def test_events_sent_are_journaled_and_a_journaled_send_is_not_routed_again() -> None:
+    joined = bind(Joined(), payloads="json")
+    sends = [(0, Output(Left())), (1, Output(Right()))]
+    first = on_events_sent(joined, run_record(), "r1:d1", sends, done=())
+    assert [w.index for w in of_type(first, PutJournal)] == [0, 1]
+    assert {w.journal_id for w in of_type(first, PutJournal)} == {send_journal_id("r1:d1")}
+    assert [p.step for p in first.publish] == ["pair"]  # the join fired once
+    # Left was committed before a crash, Right was not: the re-run routes Right only, so
+    # the join's buffer holds no second Left.
+    meta_after_left = of_type(on_events_sent(joined, run_record(), "r1:d1", sends[:1], ()), SetMeta)
+    rerun = on_events_sent(joined, run_record(meta_after_left[0].meta), "r1:d1", sends, done={0})
+    assert [w.index for w in of_type(rerun, PutJournal)] == [1]
+    assert [p.step for p in rerun.publish] == ["pair"]
+    assert of_type(rerun, SetMeta)[0].meta["joins"]["pair"] == {"left": [], "right": []}
+
+
+def test_events_sent_just_before_a_wait_commit_with_the_waiter(chain: Binding) -> None:
+    d = delivery(chain, "first", StartEvent())
+    waiting = waiting_end(chain, d, None)
+    end = dataclasses.replace(waiting, sent=((0, Output(Middle(n=5))),), journal_id=d.journal_id)
+    decision = on_step_end(chain, run_record(), [d], d, end, now=NOW)
+    assert [p.step for p in decision.publish] == ["second"]
+    (meta,) = of_type(decision, SetMeta)[-1:]
+    assert [w["waiter_id"] for w in meta.meta["waiters"]] == ["w"]
+    assert SetStatus("waiting") not in decision.writes  # the sent event is work to do
+    assert of_type(decision, PutJournal) == [PutJournal(send_journal_id(d.journal_id), 0)]
+
+
+def test_a_stop_event_sent_ends_the_run_whatever_the_step_did_next(chain: Binding) -> None:
+    d = delivery(chain, "first", StartEvent())
+    stop = StopEvent(result="sent")
+    end = StepEnd(StartEvent(), error=RuntimeError("later"), sent=((0, Output(stop)),))
+    decision = on_step_end(chain, run_record(), [], d, end, now=NOW)
+    assert decision.finished and decision.stop is stop
+    assert of_type(decision, SetStatus)[0].status == "completed"

@@ -69,6 +69,17 @@ def handler_routes(catalog: Catalog, heartbeat: float | None) -> list[Route]:
         status = {"running": 202, "completed": 200}.get(data["status"], 500)
         return JSONResponse(data, status_code=status)
 
+    async def get_result(request: Request) -> JSONResponse:
+        # Deprecated upstream (use /handlers/{id}); kept for older clients: ``result`` is
+        # the plain StopEvent's result, or a custom stop event's fields.
+        response = await get_handler(request)
+        data = json.loads(response.body)
+        result = data["result"]
+        if result is not None:
+            plain = result["qualified_name"] == "workflows.events.StopEvent"
+            data["result"] = result["value"].get("result") if plain else result["value"]
+        return JSONResponse(data, status_code=response.status_code)
+
     async def list_handlers(request: Request) -> JSONResponse:
         statuses = _list_param(request, "status")
         names = _list_param(request, "workflow_name")
@@ -146,6 +157,7 @@ def handler_routes(catalog: Catalog, heartbeat: float | None) -> list[Route]:
         Route("/handlers", list_handlers, methods=["GET"]),
         Route("/handlers/{handler_id}", get_handler, methods=["GET"]),
         Route("/handlers/{handler_id}/cancel", cancel, methods=["POST"]),
+        Route("/results/{handler_id}", get_result, methods=["GET"]),
         Route("/events/{handler_id}", stream, methods=["GET"]),
         Route("/events/{handler_id}", post_event, methods=["POST"]),
     ]

@@ -81,7 +81,26 @@ class Guard:
                 await _detail(413, "Request body too large")(scope, receive, send)
                 return
             receive = _replay(body, receive)
-        await self.app(scope, receive, send)
+        await self._answer_errors(scope, receive, send)
+
+    async def _answer_errors(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # An unexpected error is answered here, before Starlette's outermost handler,
+        # which would answer it and then raise it again into the server (the client's
+        # connection is cut). Logged with its traceback; the answer says nothing.
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("error on %s %s", scope["method"], scope.get("path"), exc_info=exc)
+            await _detail(500, "Internal server error")(scope, receive, send)
 
     def _refusal(self, request: Request) -> JSONResponse | None:
         path = _route_path(request.scope)

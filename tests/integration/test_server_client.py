@@ -185,6 +185,8 @@ async def test_run_nowait_then_stream_then_reconnect_after_a_sequence(local: Ser
     assert await events_of(client, started.handler_id, after_sequence=stream.last_sequence) == []
     handler = await client.get_handler(started.handler_id)
     assert handler.status == "completed" and handler.completed_at is not None
+    legacy = await client.httpx_client.get(f"/results/{started.handler_id}")  # type: ignore[union-attr]
+    assert legacy.status_code == 200 and legacy.json()["result"] == "hello bo"
 
 
 async def test_raw_sse_has_ids_last_event_id_and_ndjson(local: Served) -> None:
@@ -245,6 +247,23 @@ async def test_heartbeats_keep_a_quiet_stream_and_a_client_that_leaves_frees_the
     await until(lambda: _true(local.open_streams() == 0), "the stream to be dropped")
     await until(lambda: _true(local.readers_running() == 0), "the reader task to end")
     await client.cancel_handler(started.handler_id)
+
+
+async def test_many_open_streams_share_one_reader_task(local: Served) -> None:
+    client = local.client("s3cret")
+    runs = [await client.run_workflow_nowait("ask") for _ in range(3)]
+    streams = [client.get_workflow_events(run.handler_id) for run in runs]
+    firsts = [aiter(stream) for stream in streams]
+    for first in firsts:  # each stream is open and has its first event
+        event = await asyncio.wait_for(anext(first), WAIT)
+        assert event.type in {"StepStateChanged", "InputRequiredEvent"}
+    assert local.open_streams() == 3 and local.readers_running() == 1
+    for run in runs:
+        await client.cancel_handler(run.handler_id)
+    for first in firsts:
+        rest = await asyncio.wait_for(_collect(first), WAIT)
+        assert rest[-1].type == "WorkflowCancelledEvent"
+    await until(lambda: _true(local.readers_running() == 0), "the reader task to end")
 
 
 async def test_handlers_filter_cancel_and_a_failed_run(local: Served) -> None:

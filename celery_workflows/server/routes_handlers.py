@@ -73,7 +73,7 @@ def handler_routes(catalog: Catalog, heartbeat: float | None) -> list[Route]:
         # Deprecated upstream (use /handlers/{id}); kept for older clients: ``result`` is
         # the plain StopEvent's result, or a custom stop event's fields.
         response = await get_handler(request)
-        data = json.loads(response.body)
+        data = json.loads(bytes(response.body))
         result = data["result"]
         if result is not None:
             plain = result["qualified_name"] == "workflows.events.StopEvent"

@@ -312,15 +312,37 @@ async def test_a_cross_origin_form_post_starts_nothing(local: Served) -> None:
             "/workflows/greet/run-nowait", content=b"{}", headers={"Content-Type": "text/plain"}
         )
         assert text.status_code == 415
-        elsewhere = await http.post(
-            "/workflows/greet/run-nowait", json={}, headers={"Origin": "https://evil.example"}
-        )
+        evil = {"Origin": "https://evil.example"}
+        elsewhere = await http.post("/workflows/greet/run-nowait", json={}, headers=evil)
         assert elsewhere.status_code == 403
+        read = await http.get("/workflows", headers=evil)  # CORS off: no browser may read it
+        assert read.status_code == 200 and "access-control-allow-origin" not in read.headers
         big = await http.post("/workflows/greet/run-nowait", json={"pad": "x" * (2 << 20)})
         assert big.status_code == 413
         bad = await http.post("/events/nope", json={"event": {"type": "os.system", "value": {}}})
         assert bad.status_code == 404
     assert (await local.client("s3cret").get_handlers()).handlers == []
+
+
+async def test_cors_when_configured_lets_that_origin_start_a_run() -> None:
+    server = WorkflowServer(api_token="", cors_origins=["https://app.example"])
+    server.add_workflow("greet", Greet(timeout=WAIT))
+    allowed = {"Origin": "https://app.example"}
+    with Served(server) as served:
+        async with httpx.AsyncClient(base_url=served.url, timeout=WAIT) as http:
+            preflight = await http.options(
+                "/workflows/greet/run",
+                headers={**allowed, "Access-Control-Request-Method": "POST",
+                         "Access-Control-Request-Headers": "content-type"},
+            )  # fmt: skip
+            assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+            ran = await http.post("/workflows/greet/run", json={}, headers=allowed)
+            assert ran.status_code == 200 and ran.json()["status"] == "completed"
+            assert ran.headers["access-control-allow-origin"] == "https://app.example"
+            other = {"Origin": "https://other.example"}
+            assert (
+                await http.post("/workflows/greet/run", json={}, headers=other)
+            ).status_code == 403
 
 
 async def test_an_event_of_an_unregistered_type_is_refused(local: Served) -> None:
@@ -383,6 +405,7 @@ async def on_celery(workers: WorkerGroup) -> AsyncIterator[Served]:
         await served.close_clients()
 
 
+@pytest.mark.integration
 async def test_celery_runs_streams_and_a_human_answer_through_the_client(
     on_celery: Served, workers: WorkerGroup
 ) -> None:
@@ -411,6 +434,7 @@ async def test_celery_runs_streams_and_a_human_answer_through_the_client(
     assert last.type == "StopEvent" and last.value["result"] == "hello ada"
 
 
+@pytest.mark.integration
 async def test_celery_a_second_server_serves_the_same_runs(on_celery: Served) -> None:
     p = proj()
     other = WorkflowServer(api_token="tok")
@@ -428,6 +452,7 @@ async def test_celery_a_second_server_serves_the_same_runs(on_celery: Served) ->
         await second.close_clients()
 
 
+@pytest.mark.integration
 async def test_celery_handlers_filter_cancel_and_a_failed_run(on_celery: Served) -> None:
     client = on_celery.client("tok")
     waiting = await client.run_workflow_nowait("ask")

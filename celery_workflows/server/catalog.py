@@ -155,4 +155,4 @@ class Catalog:
                 result = envelope(served.runtime().outcome(served.binding(), run))
             except (InvalidMessageError, WorkflowRuntimeError):
                 result = unreadable_envelope(run.result)
-        return handler_data(run, served.name, result)
+        return handler_data(run, served.name, result, served.workflow._timeout)

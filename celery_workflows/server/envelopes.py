@@ -124,7 +124,7 @@ def _resolve(data: Mapping[str, Any], registry: Mapping[str, type[Event]]) -> ty
     if isinstance(name, str) and name:
         found = registry.get(name)
         if found is None:
-            known = ", ".join(sorted(registry)) or "none"
+            known = ", ".join(registry) or "none"
             raise EventParseError(f"Invalid event type: {name}. Expected one of {known}")
         return found
     qualified = data.get("qualified_name")
@@ -154,23 +154,28 @@ def wire_status(run: RunRecord) -> str:
     return "running" if run.status == "waiting" else run.status
 
 
-def _error_text(run: RunRecord) -> str | None:
+def _error_text(run: RunRecord, timeout: float | None) -> str | None:
     if run.status != "failed" or not run.error:
         return None
+    if run.error.get("kind") == "timeout" and timeout is not None:
+        return f"Workflow timed out after {timeout}s"  # upstream's words
     # A step's failure keeps its exception's message (upstream's ``str(exception)``);
     # a timeout or a poisoned delivery, the engine's message.
     message = run.error.get("exception_message") or run.error.get("message")
     return str(message) if message else "the run failed"
 
 
-def handler_data(run: RunRecord, name: str, result: dict[str, Any] | None) -> dict[str, Any]:
+def handler_data(
+    run: RunRecord, name: str, result: dict[str, Any] | None, timeout: float | None = None
+) -> dict[str, Any]:
     """The handler record of ``run`` served under workflow ``name`` (its run id is its
-    handler id: any server process finds it in the run store)."""
+    handler id: any server process finds it in the run store); ``timeout`` is the
+    workflow's, named by the error of a run that timed out."""
     return {
         "handler_id": run.run_id,
         "workflow_name": name,
         "run_id": run.run_id,
-        "error": _error_text(run),
+        "error": _error_text(run, timeout),
         "result": result,
         "result_unreadable": False,
         "status": wire_status(run),

@@ -249,6 +249,26 @@ async def test_heartbeats_keep_a_quiet_stream_and_a_client_that_leaves_frees_the
     await client.cancel_handler(started.handler_id)
 
 
+async def test_a_client_that_leaves_a_silent_stream_frees_its_reader_at_once() -> None:
+    # No heartbeat: nothing is written after the first event, so only watching for the
+    # disconnect can notice the client left.
+    server = WorkflowServer(api_token="", sse_heartbeat_interval=None)
+    server.add_workflow("ask", AskName(timeout=WAIT))
+    with Served(server) as served:
+        async with httpx.AsyncClient(base_url=served.url, timeout=WAIT) as http:
+            started = (await http.post("/workflows/ask/run-nowait", json={})).json()
+            url = f"/events/{started['handler_id']}"
+            async with http.stream("GET", url, params={"after_sequence": "-1"}) as response:
+                lines = response.aiter_lines()
+                while "InputRequiredEvent" not in await asyncio.wait_for(anext(lines), WAIT):
+                    pass
+                assert served.open_streams() == 1
+            left = time.monotonic()
+            await until(lambda: _true(served.readers_running() == 0), "the reader to end")
+            assert served.open_streams() == 0 and time.monotonic() - left < 2.0
+            await http.post(f"/handlers/{started['handler_id']}/cancel")
+
+
 async def test_many_open_streams_share_one_reader_task(local: Served) -> None:
     client = local.client("s3cret")
     runs = [await client.run_workflow_nowait("ask") for _ in range(3)]

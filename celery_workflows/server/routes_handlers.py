@@ -108,7 +108,7 @@ def handler_routes(catalog: Catalog, heartbeat: float | None) -> list[Route]:
         body = await read_json(request)
         if not isinstance(body, dict) or not body.get("event"):
             raise HTTPException(400, "Event data is required")
-        step = body.get("step")
+        step = None if body.get("step") is None else str(body["step"])
         served, run = await catalog.find(request.path_params["handler_id"])
         if run.finished:
             raise HTTPException(409, "Workflow already completed")
@@ -119,7 +119,7 @@ def handler_routes(catalog: Catalog, heartbeat: float | None) -> list[Route]:
         binding = served.binding()
         try:
             if step is not None:
-                binding.check_target(str(step), event)
+                binding.check_target(step, event)
             await served.runtime().engine.send_event(binding, run.run_id, event, step)
         except WorkflowRuntimeError as exc:
             raise HTTPException(500, f"Failed to send event: {exc}") from exc

@@ -7,6 +7,7 @@
     celery-workflows runs events RUN_ID [--follow]
     celery-workflows runs cancel RUN_ID
     celery-workflows runs purge --older-than 7d
+    celery-workflows serve MODULE:ATTR [--host H] [--port P]
 
 The database URL comes from ``--database-url`` or ``CELERY_WORKFLOWS_DATABASE_URL`` (so
 it need not appear in a process listing) and is never echoed with its password.
@@ -15,8 +16,12 @@ it need not appear in a process listing) and is never echoed with its password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -221,3 +226,60 @@ def runs_purge(database_url: str, older_than: str) -> None:
         return total
 
     click.echo(f"deleted {_with_store(database_url, purge)} finished runs")
+
+
+def _load_target(target: str) -> Any:
+    """``MODULE:ATTR`` imported from the working directory (as uvicorn and celery -A do)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{target!r}: give MODULE:ATTR, e.g. proj.web:server")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.ClickException(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise click.ClickException(f"module {module_name!r} has no attribute {attr!r}") from exc
+
+
+@main.command("serve")
+@click.argument("target")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, help="Port to bind (0: any free).")
+@click.option("--log-level", default="info", show_default=True, help="uvicorn's log level.")
+def serve(target: str, host: str, port: int, log_level: str) -> None:
+    """Serve workflows over HTTP in the protocol of llama-agents-server.
+
+    TARGET is MODULE:ATTR, where ATTR is a WorkflowServer, a workflow (served under the
+    name ATTR) or a dict of name -> workflow. The bearer token comes from
+    CELERY_WORKFLOWS_API_TOKEN (or the server's api_token).
+    """
+    try:
+        from .server import WorkflowServer
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the server needs the 'server' extra (pip install 'celery_workflows[server]'): {exc}"
+        ) from exc
+    from .workflow import Workflow
+
+    found = _load_target(target)
+    if isinstance(found, WorkflowServer):
+        server = found
+    elif isinstance(found, Workflow | dict):
+        workflows = found if isinstance(found, dict) else {target.partition(":")[2]: found}
+        server = WorkflowServer()
+        for name, workflow in workflows.items():
+            if not isinstance(workflow, Workflow):
+                raise click.ClickException(f"{target}[{name!r}] is not a workflow")
+            server.add_workflow(str(name), workflow)
+    else:
+        raise click.ClickException(
+            f"{target} is a {type(found).__name__}: give a WorkflowServer, a workflow or a "
+            "dict of workflows"
+        )
+    # uvicorn shuts down gracefully on Ctrl-C, then raises it again: a clean exit here.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve(host, port, {"log_level": log_level}))

@@ -13,7 +13,7 @@ never imports or resolves user types.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -330,6 +330,18 @@ class RunStore(Protocol):
         """Stream entries with ``seq > after_seq`` in order."""
         ...
 
+    async def read_streams(
+        self, cursors: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[StreamEntry]]:
+        """Entries of several runs at once: for each ``run_id -> after_seq`` of ``cursors``,
+        its entries with ``seq > after_seq`` in order, at most ``limit`` in all.
+
+        One read serves every stream a process follows (the web tier's fan-out), so it
+        costs one statement, not one per run. A run without new entries, or unknown (it
+        was deleted), is absent from the result; nothing raises for it.
+        """
+        ...
+
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching ``query``, newest first (``created_at``, then ``run_id``)."""
         ...
@@ -337,6 +349,13 @@ class RunStore(Protocol):
     async def delete_runs(self, *, finished_before: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` finished runs last updated before ``finished_before``, with
         their deliveries, journal and stream; return how many were deleted."""
+        ...
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete one finished run with its deliveries, journal and stream.
+
+        Returns False, and deletes nothing, when the run is unknown or not finished.
+        """
         ...
 
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:

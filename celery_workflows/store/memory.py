@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -203,13 +203,24 @@ class InMemoryRunStore:
             if row.record.finished and row.record.updated_at < finished_before
         ][:limit]
         for run_id in doomed:
-            row = self._runs.pop(run_id)
-            for delivery_id in row.delivery_ids:
-                self._deliveries.pop(delivery_id, None)
-                self._open.pop(delivery_id, None)
-            if row.record.idempotency_key is not None:
-                self._idempotency.pop(row.record.idempotency_key, None)
+            self._forget(run_id)
         return len(doomed)
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete one finished run and all of its; False if unknown or not finished."""
+        row = self._runs.get(run_id)
+        if row is None or not row.record.finished:
+            return False
+        self._forget(run_id)
+        return True
+
+    def _forget(self, run_id: str) -> None:
+        row = self._runs.pop(run_id)  # its journal goes with it
+        for delivery_id in row.delivery_ids:
+            self._deliveries.pop(delivery_id, None)
+            self._open.pop(delivery_id, None)
+        if row.record.idempotency_key is not None:
+            self._idempotency.pop(row.record.idempotency_key, None)
 
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still going past their ``deadline_at``, oldest deadline first."""
@@ -263,6 +274,22 @@ class InMemoryRunStore:
         stream = self._row(run_id).stream
         end = len(stream) if limit is None else min(len(stream), max(after_seq, 0) + limit)
         return stream[max(after_seq, 0) : end]
+
+    async def read_streams(
+        self, cursors: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[StreamEntry]]:
+        """New entries of several runs (unknown runs are left out), ``limit`` in all."""
+        found: dict[str, list[StreamEntry]] = {}
+        left = limit
+        for run_id, after_seq in cursors.items():
+            row = self._runs.get(run_id)
+            if row is None or left <= 0:
+                continue
+            entries = row.stream[max(after_seq, 0) : max(after_seq, 0) + left]
+            if entries:
+                found[run_id] = entries
+                left -= len(entries)
+        return found
 
     async def close(self) -> None:
         """Nothing to release; the data stays readable."""

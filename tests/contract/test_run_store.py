@@ -1084,3 +1084,41 @@ async def test_delete_runs_removes_finished_runs_with_everything_of_theirs(
         assert await txn.journal_get(d.journal_id, 0) is None
     assert {r.run_id for r in await store.list_runs(RunQuery())} == {"live", "new"}
     assert await store.delete_runs(finished_before=cutoff) == 0
+
+
+async def test_delete_run_removes_one_finished_run_and_keeps_unfinished_ones(
+    store: RunStore,
+) -> None:
+    await start(store, "done", ("x1",))
+    await start(store, "live", ("y1",))
+    async with store.locked("done") as txn:
+        await txn.append_stream({"n": 1})
+        txn.set_status("cancelled")
+    assert await store.delete_run("live") is False  # still running: kept
+    assert await store.delete_run("unknown") is False
+    assert await store.delete_run("done") is True
+    with pytest.raises(RunNotFoundError):
+        await store.get_run("done")
+    with pytest.raises(DeliveryNotFoundError):
+        await store.get_delivery("x1")
+    assert (await store.get_run("live")).status == "running"
+    assert await store.delete_run("done") is False
+
+
+async def test_read_streams_returns_new_entries_of_several_runs_in_one_read(
+    store: RunStore,
+) -> None:
+    for run_id, count in (("a", 3), ("b", 2), ("c", 0)):
+        await start(store, run_id, (f"{run_id}1",))
+        async with store.locked(run_id) as txn:
+            for n in range(count):
+                await txn.append_stream({"run": run_id, "n": n})
+    found = await store.read_streams({"a": 1, "b": 0, "c": 0, "gone": 0})
+    assert {run_id: [e.seq for e in entries] for run_id, entries in found.items()} == {
+        "a": [2, 3],
+        "b": [1, 2],
+    }
+    assert [e.event for e in found["b"]] == [{"run": "b", "n": 0}, {"run": "b", "n": 1}]
+    assert await store.read_streams({"a": 3, "b": 2}) == {}
+    capped = await store.read_streams({"a": 0, "b": 0}, limit=4)
+    assert sum(len(entries) for entries in capped.values()) == 4

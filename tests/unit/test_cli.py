@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +131,85 @@ def test_runs_events_prints_the_stream_and_follows_until_the_run_ends(tmp_path: 
     lines = out.splitlines()
     assert len(lines) == 1 and lines[0].split()[:2] == ["1", "WorkflowCancelledEvent"]
     assert cli("runs", "events", "waiting", "--after", "1", env=env).stdout == ""
+
+
+SERVED_MODULE = """
+from celery_workflows import Workflow, step
+from celery_workflows.events import StartEvent, StopEvent
+
+
+class Hello(Workflow):
+    @step
+    async def hello(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=f"hello {ev.get('name', 'world')}")
+
+
+hello = Hello()
+not_a_server = 42
+"""
+
+
+def serve_until_listening(tmp_path: Path, target: str, env: dict[str, str]) -> tuple[Any, int]:
+    """``celery-workflows serve TARGET --port 0`` started; its process and its port."""
+    if SCRIPT is None:
+        pytest.fail("the celery-workflows console script is not installed (scripts/install)")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [SCRIPT, "serve", target, "--port", "0"], cwd=tmp_path, env=env,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(r"running on http://127\.0\.0\.1:(\d+)", log.read_text())
+        if found:
+            return proc, int(found.group(1))
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"serve did not start listening:\n{log.read_text()}")
+
+
+def test_serve_runs_a_workflow_of_a_module_for_the_llama_agents_client(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+    from llama_agents.client import WorkflowClient
+
+    (tmp_path / "served_app.py").write_text(SERVED_MODULE)
+    env = {**os.environ, "CELERY_WORKFLOWS_API_TOKEN": "t0ken"}
+    proc, port = serve_until_listening(tmp_path, "served_app:hello", env)
+    try:
+
+        async def use() -> None:
+            headers = {"Authorization": "Bearer t0ken"}
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+            ) as http:
+                assert (
+                    await http.get("/workflows", headers={"Authorization": ""})
+                ).status_code == 401
+                client = WorkflowClient(httpx_client=http)
+                assert (await client.list_workflows()).workflows == ["hello"]
+                done = await client.run_workflow("hello", start_event={"name": "cli"})
+                assert done.result is not None and done.result.value["result"] == "hello cli"
+
+        asyncio.run(use())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_serve_refuses_a_target_that_is_not_a_server_or_workflow(tmp_path: Path) -> None:
+    (tmp_path / "served_app.py").write_text(SERVED_MODULE)
+    if SCRIPT is None:
+        pytest.fail("the celery-workflows console script is not installed (scripts/install)")
+    run = [SCRIPT, "serve"]
+    wrong = subprocess.run(
+        [*run, "served_app:not_a_server"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert wrong.returncode == 1 and "is a int" in wrong.stderr
+    missing = subprocess.run(
+        [*run, "no_such_module:app"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1 and "cannot import 'no_such_module'" in missing.stderr

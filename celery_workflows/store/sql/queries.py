@@ -42,7 +42,7 @@ from celery_workflows.store.base import (
 from celery_workflows.store.sql.dialects import CLAIM_LOCK_PREFIX, AnySelect, SqlDialect
 from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
 
-__all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row"]
+__all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row", "streams_after"]
 
 _d = deliveries.c
 _r = runs.c
@@ -85,6 +85,7 @@ class Queries:
         self.select_run_status: AnySelect = select(_r.status, _r.workflow_name).where(
             _r.run_id == bindparam("p_run_id")
         )
+        self.select_run_status_locked = dialect.lock_run(self.select_run_status)
         self.run_exists: AnySelect = select(_r.run_id).where(_r.run_id == bindparam("p_run_id"))
         # rowcount tells "created" from "already there"; SQLAlchemy keeps it for INSERT
         # only when asked.
@@ -345,6 +346,27 @@ def list_runs(query: RunQuery) -> tuple[AnySelect, dict[str, Any]]:
         params["p_cursor_at"], params["p_cursor_id"] = query.cursor
     order = stmt.order_by(_r.created_at.desc(), _r.run_id.desc()).limit(bindparam("p_limit"))
     return order, params
+
+
+def streams_after(
+    cursors: Sequence[tuple[str, int]], limit: int
+) -> tuple[AnySelect, dict[str, Any]]:
+    """Stream entries after a seq for each of several runs, ``limit`` in all (one OR'd
+    term per run: callers keep ``cursors`` short, SQLite caps expression depth)."""
+    params: dict[str, Any] = {"p_limit": limit}
+    terms = []
+    for i, (run_id, seq) in enumerate(cursors):
+        terms.append(
+            and_(stream.c.run_id == bindparam(f"p_run_{i}"), stream.c.seq > bindparam(f"p_seq_{i}"))
+        )
+        params[f"p_run_{i}"], params[f"p_seq_{i}"] = run_id, seq
+    stmt = (
+        select(stream)
+        .where(or_(*terms))
+        .order_by(stream.c.run_id, stream.c.seq)
+        .limit(bindparam("p_limit"))
+    )
+    return stmt, params
 
 
 def run_from_row(row: Row[Any]) -> RunRecord:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 
 from celery_workflows.errors import DeliveryNotFoundError, RunNotFoundError
 from celery_workflows.store.base import (
+    TERMINAL_RUN_STATUSES,
     Claim,
     DeliveryRecord,
     DeliveryStatus,
@@ -47,6 +48,7 @@ from celery_workflows.store.sql.queries import (
     list_runs,
     run_from_row,
     stream_from_row,
+    streams_after,
 )
 
 __all__ = ["DEFAULT_MAX_STATE_BYTES", "SqlRunStore"]
@@ -54,6 +56,9 @@ __all__ = ["DEFAULT_MAX_STATE_BYTES", "SqlRunStore"]
 #: The default largest state, as JSON: every edit reads, decodes, encodes and writes the
 #: whole state, so a state that keeps growing makes every later edit slower.
 DEFAULT_MAX_STATE_BYTES = 10_000_000
+
+#: Runs per statement of :meth:`SqlRunStore.read_streams`.
+_STREAMS_PER_READ = 200
 
 T = TypeVar("T")
 
@@ -256,6 +261,19 @@ class SqlRunStore:
 
         return await self._transaction(txn, write=True)
 
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete one finished run (deliveries, journal and stream: ON DELETE CASCADE);
+        False if it is unknown or not finished."""
+
+        def txn(conn: Connection) -> bool:
+            found = conn.execute(self._q.select_run_status_locked, {"p_run_id": run_id}).first()
+            if found is None or found.status not in TERMINAL_RUN_STATUSES:
+                return False
+            conn.execute(self._q.delete_runs, {"p_ids": [run_id]})
+            return True
+
+        return await self._transaction(txn, write=True)
+
     async def expired_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Runs still going past their ``deadline_at``, oldest deadline first."""
         params = {"p_now": self._db.clock(), "p_limit": limit}
@@ -320,6 +338,25 @@ class SqlRunStore:
             if not rows:
                 await self.get_run(run_id)  # RunNotFoundError for an unknown run
         return [stream_from_row(row) for row in rows]
+
+    async def read_streams(
+        self, cursors: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[StreamEntry]]:
+        """New entries of several runs in one statement per chunk of runs (unknown runs
+        are left out), ``limit`` in all."""
+        found: dict[str, list[StreamEntry]] = {}
+        items = list(cursors.items())
+        left = limit
+        # Chunks keep the OR chain short: SQLite caps the depth of an expression tree.
+        for start in range(0, len(items), _STREAMS_PER_READ):
+            if left <= 0:
+                break
+            stmt, params = streams_after(items[start : start + _STREAMS_PER_READ], left)
+            for row in await self._all(stmt, params):
+                entry = stream_from_row(row)
+                found.setdefault(entry.run_id, []).append(entry)
+                left -= 1
+        return found
 
     async def close(self) -> None:
         """Stop idle threads and close pooled connections."""

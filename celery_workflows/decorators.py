@@ -35,9 +35,11 @@ def _is_free_function(qualname: str) -> bool:
     return len(parts) == 1 or parts[-2] == "<locals>"
 
 
-#: Graph checks a step or a workflow may skip (upstream's names).
-STEP_GRAPH_CHECKS = ("dead_end", "reachability")
+#: Graph checks a workflow may skip (upstream's names). A step may name them too, but
+#: only "reachability" and "dead_end" concern one step ("terminal_event" is ignored there,
+#: as upstream does); a name that is no check at all is refused (upstream ignores it).
 WORKFLOW_GRAPH_CHECKS = ("dead_end", "reachability", "terminal_event")
+STEP_GRAPH_CHECKS = WORKFLOW_GRAPH_CHECKS
 
 
 def _graph_checks(names: Any, valid: tuple[str, ...]) -> list[str]:
@@ -59,7 +61,9 @@ def _mark(
 ) -> F:
     spec = build_spec(func, localns, **options)
     func._step_config = spec  # type: ignore[attr-defined]
-    if _is_free_function(func.__qualname__):
+    # A @catch_error handler is only marked, wherever it is defined (as upstream): it
+    # takes no workflow to register with.
+    if spec.role == "step" and _is_free_function(func.__qualname__):
         if workflow is None:
             raise WorkflowValidationError(
                 f"To decorate {func.__name__} please pass a workflow class to the @step decorator."
@@ -99,7 +103,7 @@ def step(
         num_workers: how many invocations of this step may run at once in one run.
         retry_policy: a :class:`~celery_workflows.retry_policy.RetryPolicy`.
         skip_graph_checks: graph checks this step is exempt from (``"reachability"``,
-            ``"dead_end"``); an unknown name is an error.
+            ``"dead_end"``); a name that is no graph check is an error.
         accept_event_subclasses: route subclasses of the accepted events here too.
     """
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers <= 0:

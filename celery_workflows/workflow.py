@@ -57,6 +57,9 @@ class Workflow(metaclass=_WorkflowMeta):
     """
 
     _step_functions: dict[str, Callable[..., Any]]
+    #: Bumped by ``add_step`` on the class it adds to: a validation made for an older
+    #: version of the steps is stale.
+    _step_functions_version: int = 0
 
     def __init__(
         self,
@@ -91,7 +94,8 @@ class Workflow(metaclass=_WorkflowMeta):
         self._start_event_class = _graph.start_event_class(specs, name)
         self._stop_event_class = _graph.stop_event_class(specs, name)
         self._events = _graph.collect_events(specs)
-        self._validated = False
+        self._validation_result: bool | None = None
+        self._validated_version = -1
         self._runtime = runtime
         if runtime is not None:
             runtime.binding(self)
@@ -111,6 +115,7 @@ class Workflow(metaclass=_WorkflowMeta):
                 "another name."
             )
         cls._step_functions[func.__name__] = func
+        cls._step_functions_version += 1
 
     @classmethod
     def _class_steps(cls) -> dict[str, Callable[..., Any]]:
@@ -200,16 +205,26 @@ class Workflow(metaclass=_WorkflowMeta):
     # --- validation and runs ---------------------------------------------------------
 
     def validate(self) -> bool:
-        """Check the event graph; True if the workflow uses human-in-the-loop events."""
-        return _graph.validate_graph(
-            self._step_specs(), type(self).__name__, skip=self._skip_graph_checks
-        )
+        """Check the workflow's structure (always, even if a run already did); True if
+        the workflow uses human-in-the-loop events."""
+        return self._validate(force=True)
 
-    def _validate(self) -> None:
-        if self._disable_validation or self._validated:
-            return
-        self.validate()
-        self._validated = True
+    def _validate(self, force: bool = False) -> bool:
+        """Validate once per version of the steps: ``run()`` checks again only after a
+        step was added (``add_step``, ``@step(workflow=...)``)."""
+        if self._disable_validation and not force:
+            return False
+        version = type(self)._step_functions_version
+        if not force and self._validated_version == version and self._validation_result is not None:
+            return self._validation_result
+        specs = self._step_specs()
+        name = type(self).__name__
+        result = _graph.validate_workflow(specs, name, skip=self._skip_graph_checks)
+        self._start_event_class = _graph.start_event_class(specs, name)
+        self._stop_event_class = _graph.stop_event_class(specs, name)
+        self._events = _graph.collect_events(specs)
+        self._validation_result, self._validated_version = result, version
+        return result
 
     def _start_event(self, start_event: StartEvent | None, **kwargs: Any) -> StartEvent:
         if start_event is not None:

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import REFERENCE, load_impl
 
 
-@pytest.fixture(params=[pytest.param(REFERENCE, marks=pytest.mark.upstream), "celery_workflows"])
-def impl(request: pytest.FixtureRequest) -> SimpleNamespace:
+@pytest.fixture(params=[pytest.param("workflows", marks=pytest.mark.upstream), "celery_workflows"])
+def impl(request: pytest.FixtureRequest, get_impl: Any) -> SimpleNamespace:
     """Upstream ``workflows`` or ``celery_workflows``, in-process."""
-    return load_impl(request.param)
+    loaded: SimpleNamespace = get_impl(request.param)
+    return loaded
 
 
 def graph_error(impl: SimpleNamespace, workflow: Any) -> str:

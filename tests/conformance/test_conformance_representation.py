@@ -13,10 +13,22 @@ from types import SimpleNamespace
 from typing import Annotated, Any
 
 import pytest
-from conftest import REFERENCE, load_impl
 from pydantic import BaseModel
 
-OURS = "celery_workflows"
+REFERENCE, OURS = "workflows", "celery_workflows"
+_loaded: dict[str, SimpleNamespace] = {}
+
+
+@pytest.fixture(autouse=True)
+def implementations(get_impl: Any) -> None:
+    """Both implementations' public surface, for ``load_impl``."""
+    for pkg in (REFERENCE, OURS):
+        _loaded[pkg] = get_impl(pkg)
+
+
+def load_impl(pkg: str) -> SimpleNamespace:
+    """One implementation's public surface (loaded by the ``implementations`` fixture)."""
+    return _loaded[pkg]
 
 
 @pytest.fixture(autouse=True)

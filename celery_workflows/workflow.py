@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from . import _graph
 from ._serializers import JsonSerializer
 from ._signature import StepSpec
-from .context.state_store import DictState
+from .context.state_store import most_derived_state_type
 from .decorators import WORKFLOW_GRAPH_CHECKS, _graph_checks
 from .errors import WorkflowRuntimeError, WorkflowValidationError
 from .events import Event, StartEvent, StopEvent
@@ -146,11 +146,16 @@ class Workflow(metaclass=_WorkflowMeta):
         return specs
 
     def _state_type(self) -> type[BaseModel]:
-        """The typed state declared by ``Context[Model]`` annotations, else DictState."""
-        for spec in self._step_specs().values():
-            if spec.context_state_type is not None:
-                return spec.context_state_type
-        return DictState
+        """The typed state declared by ``Context[Model]`` annotations, else DictState.
+
+        Steps may annotate different models when one derives from the others (a subclass
+        workflow extending its parent's state): the most derived one is the state. Models
+        that are not one line of inheritance are a ValueError, as upstream.
+        """
+        specs = self._step_specs().values()
+        return most_derived_state_type(
+            s.context_state_type for s in specs if s.context_state_type is not None
+        )
 
     def _payload_types(self) -> list[type[Any]]:
         """Every class a payload of this workflow may name (its events and state)."""

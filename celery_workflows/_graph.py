@@ -76,7 +76,7 @@ def validate_workflow(
     _check_fan_in(specs)
     _check_join_levels(specs, start)
     uses_hitl = _check_event_flow(specs, start)
-    handlers = _check_catch_error(specs)
+    handlers = check_catch_error(specs)
     errors = validate_graph(specs, start, skip_checks=skip, catch_error_steps=handlers)
     if errors:
         raise WorkflowValidationError(format_graph_errors(errors))
@@ -192,7 +192,7 @@ def _check_join_levels(specs: Mapping[str, StepSpec], start: type[StartEvent]) -
         raise WorkflowValidationError("\n".join(errors))
 
 
-def _check_catch_error(specs: Mapping[str, StepSpec]) -> list[str]:
+def check_catch_error(specs: Mapping[str, StepSpec]) -> list[str]:
     """The ``@catch_error`` handlers' budgets and scopes: known steps, not handlers, one
     handler each, at most one wildcard. Every scope error is reported together, as
     upstream does. Returns the handlers' names."""

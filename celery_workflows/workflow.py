@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from . import _graph
+from ._resource_checks import check_resource_configs, check_resources
 from ._serializers import JsonSerializer
 from ._signature import StepSpec
+from ._sync import run_sync
 from .context.state_store import most_derived_state_type
 from .decorators import WORKFLOW_GRAPH_CHECKS, _graph_checks
 from .errors import WorkflowRuntimeError, WorkflowValidationError
@@ -27,6 +29,10 @@ log = logging.getLogger("celery_workflows.workflow")
 #: Makes the runtime of a workflow created without one. The package's ``__init__`` sets
 #: it to the in-process runtime: a hook, so that the core imports nothing of the runtime.
 default_runtime_factory: Callable[[], BaseRuntime] | None = None
+
+
+def _listed(title: str, errors: list[str]) -> str:
+    return title + "\n" + "\n".join(f"  - {e}" for e in errors)
 
 
 class _WorkflowMeta(type):
@@ -209,25 +215,53 @@ class Workflow(metaclass=_WorkflowMeta):
 
     # --- validation and runs ---------------------------------------------------------
 
-    def validate(self) -> bool:
+    def validate(
+        self, *, validate_resource_configs: bool = True, validate_resources: bool = False
+    ) -> bool:
         """Check the workflow's structure (always, even if a run already did); True if
-        the workflow uses human-in-the-loop events."""
-        return self._validate(force=True)
+        the workflow uses human-in-the-loop events.
 
-    def _validate(self, force: bool = False) -> bool:
+        Resource configs are loaded too (``validate_resource_configs``); with
+        ``validate_resources`` every resource factory is also built (it may need the
+        environment), which finds dependency cycles.
+        """
+        return self._validate(
+            validate_resource_configs=validate_resource_configs,
+            validate_resources=validate_resources,
+            force=True,
+        )
+
+    def _validate(
+        self,
+        *,
+        validate_resource_configs: bool = True,
+        validate_resources: bool = False,
+        force: bool = False,
+    ) -> bool:
         """Validate once per version of the steps: ``run()`` checks again only after a
         step was added (``add_step``, ``@step(workflow=...)``)."""
+        specs = self._step_specs()
         if self._disable_validation and not force:
+            # Which handler takes a failed step must be unambiguous even so (upstream
+            # checks it when it builds the run's configuration).
+            _graph.check_catch_error(specs)
             return False
         version = type(self)._step_functions_version
         if not force and self._validated_version == version and self._validation_result is not None:
             return self._validation_result
-        specs = self._step_specs()
         name = type(self).__name__
         result = _graph.validate_workflow(specs, name, skip=self._skip_graph_checks)
         self._start_event_class = _graph.start_event_class(specs, name)
         self._stop_event_class = _graph.stop_event_class(specs, name)
         self._events = _graph.collect_events(specs)
+        if validate_resource_configs and (errors := check_resource_configs(specs)):
+            raise WorkflowValidationError(_listed("Resource config validation failed:", errors))
+        if validate_resources:
+            # On a helper thread when a loop runs here (upstream's asyncio.run would raise).
+            manager = self._resource_manager
+            errors = run_sync(lambda: check_resources(specs, manager), inline=False)
+            if errors:
+                raise WorkflowValidationError(_listed("Resource validation failed:", errors))
         self._validation_result, self._validated_version = result, version
         return result
 

@@ -17,7 +17,8 @@ from .events import HumanResponseEvent, InputRequiredEvent, StopEvent
 
 #: A node of the graph: a step name or an event class.
 GraphNode = str | type
-#: The graph checks a workflow may skip (``Workflow(skip_graph_checks=...)``).
+#: The graph checks a workflow may skip (``Workflow(skip_graph_checks=...)``); the same
+#: Literal as ``decorators.WorkflowGraphCheck``.
 WorkflowGraphCheck = Literal["reachability", "terminal_event", "dead_end"]
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from ._signature import StepSpec, build_spec, capture_localns
 from .errors import WorkflowValidationError
@@ -13,7 +14,15 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["StepConfig", "StepFunction", "catch_error", "step"]
+__all__ = [
+    "CatchErrorHandler",
+    "StepConfig",
+    "StepFunction",
+    "StepGraphCheck",
+    "WorkflowGraphCheck",
+    "catch_error",
+    "step",
+]
 
 #: Upstream calls the spec ``StepConfig``; the name is kept for code that inspects it.
 StepConfig = StepSpec
@@ -33,6 +42,21 @@ def _is_free_function(qualname: str) -> bool:
     # A method's qualname is "Class.method" (possibly behind "<locals>." scopes).
     parts = qualname.split(".")
     return len(parts) == 1 or parts[-2] == "<locals>"
+
+
+#: The names of the graph checks (upstream's ``Literal`` types, for annotations).
+WorkflowGraphCheck = Literal["reachability", "terminal_event", "dead_end"]
+StepGraphCheck = Literal["reachability", "dead_end"]
+
+
+@dataclass(frozen=True)
+class CatchErrorHandler:
+    """A ``@catch_error`` handler as the run sees it: its step, the steps it covers
+    (None: every step no scoped handler claims) and its recovery budget per run."""
+
+    step_name: str
+    for_steps: list[str] | None
+    max_recoveries: int
 
 
 #: Graph checks a workflow may skip (upstream's names). A step may name them too, but

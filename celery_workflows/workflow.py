@@ -41,6 +41,10 @@ class _WorkflowMeta(type):
         cls._step_functions: dict[str, Callable[..., Any]] = {}
 
 
+#: Upstream's name for the metaclass (each Workflow class gets its own free-step registry).
+WorkflowMeta = _WorkflowMeta
+
+
 class Workflow(metaclass=_WorkflowMeta):
     """An event-driven workflow: subclass it and mark methods with ``@step``.
 

@@ -48,6 +48,11 @@ class InMemorySerializedState(BaseModel):
         return data
 
 
+def is_durable_serialized_state(data: dict[str, Any] | None) -> bool:
+    """Whether a state section names a durable store (anything but in-memory state)."""
+    return bool(data) and (data or {}).get("store_type", "in_memory") != "in_memory"
+
+
 def parse_in_memory_state(data: dict[str, Any]) -> InMemorySerializedState:
     """Read a state section; ValueError if it belongs to another kind of store."""
     store_type = data.get("store_type")

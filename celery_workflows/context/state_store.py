@@ -39,6 +39,7 @@ from ._state_codec import (
     deserialize_state_from_dict,
     encode_state,
     encode_state_payload,
+    is_durable_serialized_state,
     parse_in_memory_state,
     serialize_dict_state_data,
 )
@@ -306,6 +307,7 @@ __all__ = [
     "get_by_path",
     "infer_state_type",
     "is_declared_model_path_segment",
+    "is_durable_serialized_state",
     "merge_state",
     "most_derived_state_type",
     "parse_in_memory_state",

@@ -9,6 +9,7 @@ events, the ``@catch_error`` handlers, and last the graph checks of ``_step_grap
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ._signature import StepSpec
@@ -58,10 +59,20 @@ def stop_event_class(specs: Mapping[str, StepSpec], cls_name: str) -> type[StopE
     return stop
 
 
+@dataclass(frozen=True)
+class Validated:
+    """What validation found: the start and stop event classes, and whether the workflow
+    uses human-in-the-loop events."""
+
+    start_event_class: type[StartEvent]
+    stop_event_class: type[StopEvent]
+    uses_hitl: bool
+
+
 def validate_workflow(
     specs: Mapping[str, StepSpec], cls_name: str, skip: frozenset[str] = frozenset()
-) -> bool:
-    """Run every structural check; True if the workflow uses human-in-the-loop events.
+) -> Validated:
+    """Run every structural check, or raise the first family's error.
 
     ``skip`` names graph checks not to run (``Workflow(skip_graph_checks=...)``); a
     step's own ``skip_graph_checks`` exempts that step.
@@ -72,7 +83,7 @@ def validate_workflow(
             "methods with @step or to register free-function steps via @step(workflow=...)?"
         )
     start = start_event_class(specs, cls_name)
-    stop_event_class(specs, cls_name)
+    stop = stop_event_class(specs, cls_name)
     _check_fan_in(specs)
     _check_join_levels(specs, start)
     uses_hitl = _check_event_flow(specs, start)
@@ -80,7 +91,7 @@ def validate_workflow(
     errors = validate_graph(specs, start, skip_checks=skip, catch_error_steps=handlers)
     if errors:
         raise WorkflowValidationError(format_graph_errors(errors))
-    return uses_hitl
+    return Validated(start, stop, uses_hitl)
 
 
 def _check_event_flow(specs: Mapping[str, StepSpec], start: type[StartEvent]) -> bool:

@@ -254,9 +254,9 @@ class Workflow(metaclass=_WorkflowMeta):
         if not force and self._validated_version == version and self._validation_result is not None:
             return self._validation_result
         name = type(self).__name__
-        result = _graph.validate_workflow(specs, name, skip=self._skip_graph_checks)
-        self._start_event_class = _graph.start_event_class(specs, name)
-        self._stop_event_class = _graph.stop_event_class(specs, name)
+        found = _graph.validate_workflow(specs, name, skip=self._skip_graph_checks)
+        self._start_event_class = found.start_event_class
+        self._stop_event_class = found.stop_event_class
         self._events = _graph.collect_events(specs)
         if validate_resource_configs and (errors := check_resource_configs(specs)):
             raise WorkflowValidationError(_listed("Resource config validation failed:", errors))
@@ -266,8 +266,8 @@ class Workflow(metaclass=_WorkflowMeta):
             errors = run_sync(lambda: check_resources(specs, manager), inline=False)
             if errors:
                 raise WorkflowValidationError(_listed("Resource validation failed:", errors))
-        self._validation_result, self._validated_version = result, version
-        return result
+        self._validation_result, self._validated_version = found.uses_hitl, version
+        return found.uses_hitl
 
     def _start_event(self, start_event: StartEvent | None, **kwargs: Any) -> StartEvent:
         if start_event is not None:

@@ -7,13 +7,16 @@ Each test builds the same workflow on upstream and on celery_workflows and compa
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any
 
 import pytest
 from pydantic import BaseModel
+from workflow_shapes import build, random_shape
 
 REFERENCE, OURS = "workflows", "celery_workflows"
 _loaded: dict[str, SimpleNamespace] = {}
@@ -241,3 +244,42 @@ def flawed_workflow(impl: SimpleNamespace) -> Any:
 @pytest.mark.parametrize("factory", [rich_workflow, flawed_workflow])
 def test_build_step_graph_and_validate_graph_match_upstream(factory: Any) -> None:
     assert step_graph_data(OURS, factory) == step_graph_data(REFERENCE, factory)
+
+
+def shape_graph(pkg: str, shape: Any) -> Any:
+    """The representation of a random shape's workflow as data (edges sorted), or how
+    building it failed. A class without a docstring inherits its package's Workflow
+    docstring as description, upstream too: that text is the package's own."""
+    impl = load_impl(pkg)
+    representation = importlib.import_module(f"{pkg}.representation")
+    try:
+        workflow = build(impl, shape)
+    except Exception as exc:
+        return type(exc).__name__
+    data: dict[str, Any] = representation.get_workflow_representation(workflow).model_dump(
+        mode="json"
+    )
+    if data["description"] == inspect.getdoc(impl.Workflow):
+        data["description"] = "<the Workflow docstring>"
+    for node in data["nodes"]:
+        if node.get("event_schema") and node["id"] in BUILTIN_EVENTS:
+            node["event_schema"].pop("description", None)
+    data["edges"].sort(key=lambda e: (e["source"], e["target"], str(e["label"])))
+    return data
+
+
+BUILTIN_EVENTS = {
+    "StartEvent",
+    "StopEvent",
+    "InputRequiredEvent",
+    "HumanResponseEvent",
+    "StepFailedEvent",
+}
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_representations_of_random_shapes_match_upstream(seed: int) -> None:
+    rng = random.Random(seed)
+    shapes = [random_shape(rng) for _ in range(100)]
+    differing = [s for s in shapes if shape_graph(OURS, s) != shape_graph(REFERENCE, s)]
+    assert differing == []

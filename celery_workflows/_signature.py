@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from .errors import WorkflowValidationError
 from .events import Event, StepFailedEvent
+from .resource import ResourceDefinition
 
 StepRole = Literal["step", "catch_error"]
 
@@ -46,6 +47,8 @@ class StepSpec:
     skip_graph_checks: tuple[str, ...] = ()
     catch_error_max_recoveries: int = 1
     output_events: tuple[type[Event], ...] = field(default=())
+    #: ``T`` of each resource parameter's ``Annotated[T, descriptor]``, by name.
+    resource_types: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_join(self) -> bool:
@@ -56,6 +59,16 @@ class StepSpec:
     def is_collect(self) -> bool:
         """True when the step takes a ``list[E]`` parameter (fan-in of a fan-out)."""
         return self.collection_param is not None
+
+    @property
+    def resources(self) -> list[ResourceDefinition]:
+        """The resource parameters as ``ResourceDefinition`` objects (upstream's
+        ``StepConfig.resources``): name, descriptor, annotated type."""
+        types = dict(self.resource_types)
+        return [
+            ResourceDefinition(name=name, resource=descriptor, type_annotation=types.get(name))
+            for name, descriptor in self.resource_params
+        ]
 
     def accepts(self, event: Event) -> bool:
         """Routing rule: exact type, or subclass when the step opted in."""
@@ -143,12 +156,14 @@ class _Params:
     events: list[tuple[str, tuple[type[Event], ...]]] = field(default_factory=list)
     collection: str | None = None
     resources: list[tuple[str, Any]] = field(default_factory=list)
+    resource_types: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
     descriptor = _resource_descriptor(hint)
     if descriptor is not None:
         out.resources.append((name, descriptor))
+        out.resource_types.append((name, get_args(hint)[0]))
         return
     is_ctx, state = _context_info(hint)
     if is_ctx:
@@ -192,6 +207,10 @@ def build_spec(
         if pname == "self" or pname not in hints:
             continue
         _classify(pname, hints[pname], params, name)
+    for _, descriptor in params.resources:
+        # A factory's own string annotations may name what the step's scope defines.
+        if hasattr(descriptor, "set_localns"):
+            descriptor.set_localns(localns)
     if not params.events:
         _raise("Step signature must have at least one parameter annotated as type Event", func)
     if params.collection is not None and len(params.events) > 1:
@@ -226,4 +245,5 @@ def build_spec(
         catch_error_max_recoveries=max_recoveries,
         output_events=tuple(t for t in returns if _is_event_type(t)),
         skip_graph_checks=tuple(skip_graph_checks or ()),
+        resource_types=tuple(params.resource_types),
     )

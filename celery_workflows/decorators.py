@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from ._signature import StepSpec, build_spec, capture_localns
 from .errors import WorkflowValidationError
@@ -13,7 +14,15 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["StepConfig", "StepFunction", "catch_error", "step"]
+__all__ = [
+    "CatchErrorHandler",
+    "StepConfig",
+    "StepFunction",
+    "StepGraphCheck",
+    "WorkflowGraphCheck",
+    "catch_error",
+    "step",
+]
 
 #: Upstream calls the spec ``StepConfig``; the name is kept for code that inspects it.
 StepConfig = StepSpec
@@ -35,9 +44,26 @@ def _is_free_function(qualname: str) -> bool:
     return len(parts) == 1 or parts[-2] == "<locals>"
 
 
-#: Graph checks a step or a workflow may skip (upstream's names).
-STEP_GRAPH_CHECKS = ("dead_end", "reachability")
+#: The names of the graph checks (upstream's ``Literal`` types, for annotations).
+WorkflowGraphCheck = Literal["reachability", "terminal_event", "dead_end"]
+StepGraphCheck = Literal["reachability", "dead_end"]
+
+
+@dataclass(frozen=True)
+class CatchErrorHandler:
+    """A ``@catch_error`` handler as the run sees it: its step, the steps it covers
+    (None: every step no scoped handler claims) and its recovery budget per run."""
+
+    step_name: str
+    for_steps: list[str] | None
+    max_recoveries: int
+
+
+#: Graph checks a workflow may skip (upstream's names). A step may name them too, but
+#: only "reachability" and "dead_end" concern one step ("terminal_event" is ignored there,
+#: as upstream does); a name that is no check at all is refused (upstream ignores it).
 WORKFLOW_GRAPH_CHECKS = ("dead_end", "reachability", "terminal_event")
+STEP_GRAPH_CHECKS = WORKFLOW_GRAPH_CHECKS
 
 
 def _graph_checks(names: Any, valid: tuple[str, ...]) -> list[str]:
@@ -59,7 +85,9 @@ def _mark(
 ) -> F:
     spec = build_spec(func, localns, **options)
     func._step_config = spec  # type: ignore[attr-defined]
-    if _is_free_function(func.__qualname__):
+    # A @catch_error handler is only marked, wherever it is defined (as upstream): it
+    # takes no workflow to register with.
+    if spec.role == "step" and _is_free_function(func.__qualname__):
         if workflow is None:
             raise WorkflowValidationError(
                 f"To decorate {func.__name__} please pass a workflow class to the @step decorator."
@@ -99,7 +127,7 @@ def step(
         num_workers: how many invocations of this step may run at once in one run.
         retry_policy: a :class:`~celery_workflows.retry_policy.RetryPolicy`.
         skip_graph_checks: graph checks this step is exempt from (``"reachability"``,
-            ``"dead_end"``); an unknown name is an error.
+            ``"dead_end"``); a name that is no graph check is an error.
         accept_event_subclasses: route subclasses of the accepted events here too.
     """
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers <= 0:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from . import _graph
+from ._resource_checks import check_resource_configs, check_resources
 from ._serializers import JsonSerializer
 from ._signature import StepSpec
-from .context.state_store import DictState
+from ._sync import run_sync
+from .context.state_store import most_derived_state_type
 from .decorators import WORKFLOW_GRAPH_CHECKS, _graph_checks
 from .errors import WorkflowRuntimeError, WorkflowValidationError
 from .events import Event, StartEvent, StopEvent
@@ -29,10 +31,18 @@ log = logging.getLogger("celery_workflows.workflow")
 default_runtime_factory: Callable[[], RuntimePort] | None = None
 
 
+def _listed(title: str, errors: list[str]) -> str:
+    return title + "\n" + "\n".join(f"  - {e}" for e in errors)
+
+
 class _WorkflowMeta(type):
     def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
         super().__init__(name, bases, namespace)
         cls._step_functions: dict[str, Callable[..., Any]] = {}
+
+
+#: Upstream's name for the metaclass (each Workflow class gets its own free-step registry).
+WorkflowMeta = _WorkflowMeta
 
 
 class Workflow(metaclass=_WorkflowMeta):
@@ -57,6 +67,9 @@ class Workflow(metaclass=_WorkflowMeta):
     """
 
     _step_functions: dict[str, Callable[..., Any]]
+    #: Bumped by ``add_step`` on the class it adds to: a validation made for an older
+    #: version of the steps is stale.
+    _step_functions_version: int = 0
 
     def __init__(
         self,
@@ -91,7 +104,8 @@ class Workflow(metaclass=_WorkflowMeta):
         self._start_event_class = _graph.start_event_class(specs, name)
         self._stop_event_class = _graph.stop_event_class(specs, name)
         self._events = _graph.collect_events(specs)
-        self._validated = False
+        self._validation_result: bool | None = None
+        self._validated_version = -1
         self._runtime = runtime
         if runtime is not None:
             runtime.binding(self)
@@ -111,6 +125,7 @@ class Workflow(metaclass=_WorkflowMeta):
                 "another name."
             )
         cls._step_functions[func.__name__] = func
+        cls._step_functions_version += 1
 
     @classmethod
     def _class_steps(cls) -> dict[str, Callable[..., Any]]:
@@ -141,11 +156,16 @@ class Workflow(metaclass=_WorkflowMeta):
         return specs
 
     def _state_type(self) -> type[BaseModel]:
-        """The typed state declared by ``Context[Model]`` annotations, else DictState."""
-        for spec in self._step_specs().values():
-            if spec.context_state_type is not None:
-                return spec.context_state_type
-        return DictState
+        """The typed state declared by ``Context[Model]`` annotations, else DictState.
+
+        Steps may annotate different models when one derives from the others (a subclass
+        workflow extending its parent's state): the most derived one is the state. Models
+        that are not one line of inheritance are a ValueError, as upstream.
+        """
+        specs = self._step_specs().values()
+        return most_derived_state_type(
+            s.context_state_type for s in specs if s.context_state_type is not None
+        )
 
     def _payload_types(self) -> list[type[Any]]:
         """Every class a payload of this workflow may name (its events and state)."""
@@ -199,17 +219,55 @@ class Workflow(metaclass=_WorkflowMeta):
 
     # --- validation and runs ---------------------------------------------------------
 
-    def validate(self) -> bool:
-        """Check the event graph; True if the workflow uses human-in-the-loop events."""
-        return _graph.validate_graph(
-            self._step_specs(), type(self).__name__, skip=self._skip_graph_checks
+    def validate(
+        self, *, validate_resource_configs: bool = True, validate_resources: bool = False
+    ) -> bool:
+        """Check the workflow's structure (always, even if a run already did); True if
+        the workflow uses human-in-the-loop events.
+
+        Resource configs are loaded too (``validate_resource_configs``); with
+        ``validate_resources`` every resource factory is also built (it may need the
+        environment), which finds dependency cycles.
+        """
+        return self._validate(
+            validate_resource_configs=validate_resource_configs,
+            validate_resources=validate_resources,
+            force=True,
         )
 
-    def _validate(self) -> None:
-        if self._disable_validation or self._validated:
-            return
-        self.validate()
-        self._validated = True
+    def _validate(
+        self,
+        *,
+        validate_resource_configs: bool = True,
+        validate_resources: bool = False,
+        force: bool = False,
+    ) -> bool:
+        """Validate once per version of the steps: ``run()`` checks again only after a
+        step was added (``add_step``, ``@step(workflow=...)``)."""
+        specs = self._step_specs()
+        if self._disable_validation and not force:
+            # Which handler takes a failed step must be unambiguous even so (upstream
+            # checks it when it builds the run's configuration).
+            _graph.check_catch_error(specs)
+            return False
+        version = type(self)._step_functions_version
+        if not force and self._validated_version == version and self._validation_result is not None:
+            return self._validation_result
+        name = type(self).__name__
+        found = _graph.validate_workflow(specs, name, skip=self._skip_graph_checks)
+        self._start_event_class = found.start_event_class
+        self._stop_event_class = found.stop_event_class
+        self._events = _graph.collect_events(specs)
+        if validate_resource_configs and (errors := check_resource_configs(specs)):
+            raise WorkflowValidationError(_listed("Resource config validation failed:", errors))
+        if validate_resources:
+            # On a helper thread when a loop runs here (upstream's asyncio.run would raise).
+            manager = self._resource_manager
+            errors = run_sync(lambda: check_resources(specs, manager), inline=False)
+            if errors:
+                raise WorkflowValidationError(_listed("Resource validation failed:", errors))
+        self._validation_result, self._validated_version = found.uses_hitl, version
+        return found.uses_hitl
 
     def _start_event(self, start_event: StartEvent | None, **kwargs: Any) -> StartEvent:
         if start_event is not None:

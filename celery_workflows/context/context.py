@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextvars
 import warnings
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import BaseModel
 from typing_extensions import TypeVar
 
 from .._serializers import BaseSerializer, JsonSerializer
-from ..errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
+from ..errors import ContextSerdeError, WorkflowRuntimeError
 from ..events import Event, StopEvent
+from .external_context import ExternalContext
+from .internal_context import InternalContext
 from .ports import RunPort, StepPort
-from .snapshot import ParsedSnapshot, parse_snapshot, snapshot_dict
+from .pre_context import PreContext
+from .snapshot import parse_snapshot
 from .state_store import DictState, LocalStateBackend, StateStore, default_state
 
 if TYPE_CHECKING:
@@ -37,100 +39,6 @@ current_step_context: contextvars.ContextVar[Context[Any]] = contextvars.Context
 )
 
 
-_NOT_STARTED = "{fn} requires a running workflow. Call workflow.run() first."
-
-
-class _Face:
-    """One of the three faces of a Context; a face refuses what is not its own."""
-
-    def step(self, fn: str) -> StepPort:
-        raise ContextStateError(f"{fn} is only available from within step functions.")
-
-    def run(self, fn: str) -> RunPort:
-        raise ContextStateError(f"{fn} is only available from handler code, not from within steps.")
-
-
-@dataclass
-class _Pre(_Face):
-    """Before the run starts: a local state, maybe a snapshot to resume."""
-
-    serializer: BaseSerializer
-    store: StateStore[Any]
-    backend: LocalStateBackend
-    snapshot: ParsedSnapshot | None
-    run_id: str | None = None
-
-    def step(self, fn: str) -> StepPort:
-        raise ContextStateError(_NOT_STARTED.format(fn=fn))
-
-    def run(self, fn: str) -> RunPort:
-        raise ContextStateError(_NOT_STARTED.format(fn=fn))
-
-    def is_running(self) -> bool:
-        return bool(self.snapshot and self.snapshot.is_running)
-
-    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
-        data = snapshot_dict(
-            self.backend.current, serializer, is_running=self.is_running(), workers={}
-        )
-        if not include_state or (self.snapshot is None and not self.backend.written):
-            data["state"] = {}  # as upstream: a fresh context has no state section yet
-        return data
-
-    def send_event(self, event: Event, step: str | None) -> None:
-        raise ContextStateError(
-            "send_event() called before workflow started. Call workflow.run() first."
-        )
-
-
-class _Ported(_Face):
-    """A face that forwards to a port (both ports share these four)."""
-
-    port: RunPort | StepPort
-
-    @property
-    def store(self) -> StateStore[Any]:
-        return self.port.store
-
-    @property
-    def run_id(self) -> str:
-        return self.port.run_id
-
-    def to_dict(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
-        return self.port.snapshot(serializer, include_state)
-
-    def send_event(self, event: Event, step: str | None) -> None:
-        self.port.send_event(event, step)
-
-
-@dataclass
-class _Caller(_Ported):
-    """A started run, held by its caller: everything goes through the run port."""
-
-    port: RunPort
-    serializer: BaseSerializer
-
-    def run(self, fn: str) -> RunPort:
-        return self.port
-
-    def is_running(self) -> bool:
-        return self.port.is_running()
-
-
-@dataclass
-class _InStep(_Ported):
-    """Inside a step: everything goes through the step port."""
-
-    port: StepPort
-    serializer: BaseSerializer = field(default_factory=JsonSerializer)
-
-    def step(self, fn: str) -> StepPort:
-        return self.port
-
-    def is_running(self) -> bool:
-        return True
-
-
 class Context(Generic[MODEL_T]):
     """The context of one workflow run; ``ctx.store`` is its state store.
 
@@ -139,7 +47,9 @@ class Context(Generic[MODEL_T]):
     restores a snapshot made by ``ctx.to_dict()``.
     """
 
-    _face: _Pre | _Caller | _InStep
+    #: The face of this context: upstream's PreContext, ExternalContext or
+    #: InternalContext, so ``isinstance(ctx._face, ExternalContext)`` holds as upstream.
+    _face: PreContext[MODEL_T] | ExternalContext[MODEL_T, Any] | InternalContext[MODEL_T]
 
     def __init__(
         self,
@@ -162,7 +72,7 @@ class Context(Generic[MODEL_T]):
         else:
             state = default_state(state_type)
         backend = LocalStateBackend(state)
-        self._face = _Pre(serializer, StateStore(backend), backend, snapshot)
+        self._face = PreContext(serializer, StateStore(backend), backend, snapshot)
 
     # --- the runtime's side: the step port and the run port ----------------------------
 
@@ -171,16 +81,16 @@ class Context(Generic[MODEL_T]):
         """The Context a step body gets."""
         ctx: Context[Any] = object.__new__(cls)
         ctx._workflow = workflow
-        ctx._face = _InStep(port)
+        ctx._face = InternalContext(port)
         return ctx
 
     def _attach(self, port: RunPort) -> None:
         """Bind this context to a started run (the caller's face)."""
-        self._face = _Caller(port, self._face.serializer)
+        self._face = ExternalContext(port, self._face.serializer)
 
-    def _not_started(self) -> _Pre | None:
+    def _not_started(self) -> PreContext[MODEL_T] | None:
         """The pre-run face (state, snapshot) of a context whose run has not started."""
-        return self._face if isinstance(self._face, _Pre) else None
+        return self._face if isinstance(self._face, PreContext) else None
 
     # --- public API ------------------------------------------------------------------------
 
@@ -197,7 +107,7 @@ class Context(Generic[MODEL_T]):
     @property
     def is_running(self) -> bool:
         """Whether the run is in flight (or, before start, whether the snapshot was)."""
-        return self._face.is_running()
+        return self._face.is_running
 
     def to_dict(
         self, serializer: BaseSerializer | None = None, *, include_state: bool = True
@@ -206,7 +116,7 @@ class Context(Generic[MODEL_T]):
 
         Inside a step this returns the committed state of the run (upstream refuses).
         """
-        return self._face.to_dict(serializer or JsonSerializer(), include_state)
+        return self._face.to_dict(serializer or JsonSerializer(), include_state=include_state)
 
     @classmethod
     def from_dict(

@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from .._serializers import BaseSerializer, JsonSerializer
 from ..errors import ContextSerdeError
 from ..events import Event
+from .context_types import CURRENT_SERIALIZED_VERSION, SerializedContext
 from .state_store import DictState, default_state, encode_state_payload
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = CURRENT_SERIALIZED_VERSION
 
 
 def decode_state_payload(
@@ -92,19 +93,20 @@ def parse_snapshot(
     state_type: type[BaseModel],
     types: JsonSerializer,
 ) -> ParsedSnapshot:
-    """Read a v2 snapshot (ContextSerdeError on a wrong or unknown format).
+    """Read a snapshot of any version up to the current one (ContextSerdeError on a
+    malformed or newer one).
 
     Class names the snapshot records outside serialized values (the state's type, the
     event a waiter awaits) resolve against ``types`` only: nothing is imported.
     """
     if not isinstance(data, dict):
         raise ContextSerdeError("a context snapshot must be a dict")
-    version = data.get("version")
-    if version != SNAPSHOT_VERSION:
-        raise ContextSerdeError(
-            "Error creating a Context instance: the provided payload has a wrong or old "
-            f"format (snapshot version {version!r}, expected {SNAPSHOT_VERSION})."
-        )
+    try:
+        # Older versions (v0, v1) are migrated; a newer one or a malformed section is
+        # refused here, before anything of it is used (upstream's rule and message).
+        data = SerializedContext.from_dict_auto(data).model_dump()
+    except (ValidationError, ValueError) as exc:
+        raise ContextSerdeError(f"Context dict specified in an invalid format: {exc}") from exc
     state_payload = data.get("state") or {}
     stype = _state_type_of(state_payload, state_type, types)
     parsed = ParsedSnapshot(

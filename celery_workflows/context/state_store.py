@@ -10,88 +10,44 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from .._serializers import BaseSerializer
 from ..errors import StateValidationError
-from ..events import DictLikeModel
+from ._dict_state import DictState
+from ._paths import (
+    MAX_DEPTH,
+    assign_path_step,
+    get_by_path,
+    is_declared_model_path_segment,
+    set_by_path,
+    set_by_path_copy,
+    traverse_path_step,
+)
+from ._state_codec import (
+    KNOWN_UNSERIALIZABLE_KEYS,
+    InMemorySerializedState,
+    UnserializableKeyWarning,
+    create_in_memory_payload,
+    decode_seed_state,
+    decode_state,
+    deserialize_dict_state_data,
+    deserialize_state_from_dict,
+    encode_state,
+    encode_state_payload,
+    is_durable_serialized_state,
+    parse_in_memory_state,
+    serialize_dict_state_data,
+)
 
-MAX_DEPTH = 1000
-
-
-class DictState(DictLikeModel):
-    """The default, untyped state: a dict-like pydantic model (``state["k"]``, ``state.k``)."""
-
+if TYPE_CHECKING:
+    from ..workflow import Workflow
 
 MODEL_T = TypeVar("MODEL_T", bound=BaseModel)
-
-
-# --- dotted paths ------------------------------------------------------------------------
-
-
-def _step_into(obj: Any, segment: str) -> Any:
-    if isinstance(obj, dict):
-        return obj[segment]
-    if isinstance(obj, DictLikeModel):
-        if segment in obj:
-            return obj[segment]
-        if segment in type(obj).model_fields:
-            return getattr(obj, segment)
-        raise KeyError(segment)
-    if isinstance(obj, list | tuple):
-        return obj[int(segment)]
-    if isinstance(obj, BaseModel) and segment not in type(obj).model_fields:
-        raise AttributeError(segment)
-    return getattr(obj, segment)
-
-
-def _assign(obj: Any, segment: str, value: Any) -> None:
-    if isinstance(obj, dict):
-        obj[segment] = value
-    elif isinstance(obj, DictLikeModel):
-        setattr(obj, segment, value)
-    elif isinstance(obj, list):
-        obj[int(segment)] = value
-    else:
-        setattr(obj, segment, value)
-
-
-def get_by_path(state: Any, path: str, default: Any = Ellipsis) -> Any:
-    """Read ``a.b.c`` from state; ValueError (or ``default``) when a segment is missing."""
-    segments = path.split(".") if path else []
-    if len(segments) > MAX_DEPTH:
-        raise ValueError(f"Path length exceeds {MAX_DEPTH} segments")
-    value = state
-    try:
-        for segment in segments:
-            value = _step_into(value, segment)
-    except (KeyError, IndexError, AttributeError, ValueError, TypeError):
-        if default is not Ellipsis:
-            return default
-        raise ValueError(f"Path '{path}' not found in state") from None
-    return value
-
-
-def set_by_path(state: Any, path: str, value: Any) -> None:
-    """Write ``a.b.c`` into state, creating intermediate dicts as needed."""
-    if not path:
-        raise ValueError("Path cannot be empty")
-    segments = path.split(".")
-    if len(segments) > MAX_DEPTH:
-        raise ValueError(f"Path length exceeds {MAX_DEPTH} segments")
-    current = state
-    for segment in segments[:-1]:
-        try:
-            current = _step_into(current, segment)
-        except (KeyError, IndexError, AttributeError, TypeError):
-            fresh: dict[str, Any] = {}
-            _assign(current, segment, fresh)
-            current = fresh
-    _assign(current, segments[-1], value)
 
 
 # --- state values --------------------------------------------------------------------------
@@ -114,6 +70,9 @@ def copy_for_edit(state: BaseModel) -> BaseModel:
         return state.model_copy(deep=False)
 
 
+copy_state_for_edit = copy_for_edit
+
+
 def validate_state(state: BaseModel, where: str) -> BaseModel:
     """Re-validate typed state before it is committed; DictState takes anything."""
     if isinstance(state, DictState):
@@ -128,15 +87,45 @@ def validate_state(state: BaseModel, where: str) -> BaseModel:
         ) from exc
 
 
-def merge_state(current: BaseModel, incoming: BaseModel) -> BaseModel:
-    """``set_state`` semantics: the incoming model replaces the current one."""
-    if isinstance(current, DictState) and not isinstance(incoming, DictState):
+def merge_state(current_state: BaseModel, incoming: BaseModel) -> BaseModel:
+    """``set_state`` semantics (upstream's): a model of the current type (or a subclass)
+    replaces the state; a model of a parent type overwrites the fields it has and keeps
+    the rest; any other type is a ValueError."""
+    current_type = type(current_state)
+    if isinstance(incoming, current_type):
         return incoming
-    if not isinstance(incoming, type(current)) and not isinstance(current, type(incoming)):
+    if issubclass(current_type, type(incoming)):
+        return current_type.model_validate({**current_state.model_dump(), **incoming.model_dump()})
+    raise ValueError(
+        f"State must be of type {current_type.__name__} or a parent type, "
+        f"got {type(incoming).__name__}"
+    )
+
+
+def most_derived_state_type(types: Iterable[type[BaseModel]]) -> type[BaseModel]:
+    """The state type of a workflow whose steps annotate ``Context[...]`` with ``types``:
+    the one that derives from all the others (a subclass workflow extends its parent's
+    state); DictState when there are none; ValueError when they are not one line."""
+    found = list(dict.fromkeys(t for t in types if t is not DictState))
+    for candidate in found:
+        if all(issubclass(candidate, other) for other in found):
+            return candidate
+    if found:
         raise ValueError(
-            f"State must be of type {type(current).__name__}, got {type(incoming).__name__}"
+            "Multiple state types are not in a compatible inheritance hierarchy. All state "
+            "types must share a common inheritance chain. Found: "
+            + ", ".join(t.__name__ for t in found)
         )
-    return incoming
+    return DictState
+
+
+def infer_state_type(workflow: Workflow) -> type[BaseModel]:
+    """The state type of ``workflow``, from its steps' ``Context[...]`` annotations."""
+    return workflow._state_type()
+
+
+#: Upstream's names for :func:`default_state` and :func:`copy_for_edit`.
+create_cleared_state = default_state
 
 
 # --- backends --------------------------------------------------------------------------
@@ -272,24 +261,59 @@ class StateStore(Generic[MODEL_T]):
         return encode_state_payload(backend.current, serializer)
 
 
-def encode_state_payload(state: BaseModel, serializer: BaseSerializer) -> dict[str, Any]:
-    """The ``state`` section of a snapshot."""
-    if isinstance(state, DictState):
-        data: dict[str, Any] = {}
-        for key, value in state.items():
-            try:
-                data[key] = serializer.serialize(value)
-            except Exception as exc:
-                raise ValueError(f"Failed to serialize state value for key {key}: {exc}") from exc
-        state_data: Any = {"_data": data}
-    else:
-        state_data = serializer.serialize(state)
-    return {
-        "store_type": "in_memory",
-        "state_type": type(state).__name__,
-        "state_module": type(state).__module__,
-        "state_data": state_data,
-    }
+class InMemoryStateStore(StateStore[MODEL_T]):
+    """A state store over one model held in this process (upstream's class).
+
+    ``InMemoryStateStore(MyState())`` or ``InMemoryStateStore(DictState())``; writes are
+    serialized by a lock, each commits a new model, reads see the committed one.
+    """
+
+    def __init__(self, initial_state: MODEL_T) -> None:
+        super().__init__(LocalStateBackend(initial_state))
+
+    @classmethod
+    def from_dict(
+        cls, serialized_state: dict[str, Any], serializer: BaseSerializer
+    ) -> InMemoryStateStore[Any]:
+        """A store holding the state of a ``to_dict`` payload (empty: a DictState)."""
+        if not serialized_state:
+            return cls(DictState())  # type: ignore[arg-type]
+        return cls(decode_seed_state(serialized_state, serializer))  # type: ignore[arg-type]
 
 
-InMemoryStateStore = StateStore
+__all__ = [
+    "KNOWN_UNSERIALIZABLE_KEYS",
+    "MAX_DEPTH",
+    "DictState",
+    "InMemorySerializedState",
+    "InMemoryStateStore",
+    "LocalStateBackend",
+    "StateBackend",
+    "StateEdit",
+    "StateStore",
+    "UnserializableKeyWarning",
+    "assign_path_step",
+    "copy_for_edit",
+    "copy_state_for_edit",
+    "create_cleared_state",
+    "create_in_memory_payload",
+    "decode_seed_state",
+    "decode_state",
+    "default_state",
+    "deserialize_dict_state_data",
+    "deserialize_state_from_dict",
+    "encode_state",
+    "encode_state_payload",
+    "get_by_path",
+    "infer_state_type",
+    "is_declared_model_path_segment",
+    "is_durable_serialized_state",
+    "merge_state",
+    "most_derived_state_type",
+    "parse_in_memory_state",
+    "serialize_dict_state_data",
+    "set_by_path",
+    "set_by_path_copy",
+    "traverse_path_step",
+    "validate_state",
+]

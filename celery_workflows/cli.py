@@ -32,7 +32,7 @@ from ._serializers import JsonSerializer
 from .context.state_store import DictState
 from .errors import RunNotFoundError, StoreError
 from .runtime.codec import JsonCodec
-from .runtime.engine import halt
+from .runtime.interventions import halt
 from .store.base import RunQuery, RunRecord, utcnow
 from .store.sql import SqlRunStore
 from .store.sql._db import masked_url

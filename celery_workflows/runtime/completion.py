@@ -17,17 +17,13 @@ from ..errors import InvalidMessageError
 from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery, RunStore, utcnow
 from .binding import Binding
+from .failures import UNSTORABLE, fail_run, on_step_failed, unstorable_failure
 from .faults import fault_point
-from .state import send_journal_id
-from .transitions import (
-    UNSTORABLE,
-    StepEnd,
-    fail_run,
-    on_step_end,
-    on_step_failed,
-    reads_open_deliveries,
-    unstorable_failure,
-)
+from .routing import Output
+from .sends import on_collect, on_events_sent
+from .state import JournalCursor, collect_journal_id, invocation_journal, send_journal_id
+from .step_context import CollectNeeded
+from .transitions import StepEnd, on_step_end, reads_open_deliveries
 from .writes import Decision, SetStatus, apply, transact
 
 log = logging.getLogger("celery_workflows.engine")
@@ -123,6 +119,39 @@ class Completer:
             lambda *_: fail_run(binding, delivery, exc),
         )
         self._after(binding, delivery, decision)
+
+    async def sent(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        journal: JournalCursor,
+        sends: list[tuple[int, Output]],
+    ) -> None:
+        """Commit events a step sent as deliveries (fenced by its attempt), then publish.
+
+        Each send is journaled by its index in the invocation: a re-run of the step (a
+        crash, a collect answer, a resume) finds it sent and sends nothing twice.
+        """
+        marks = send_journal_id(journal.journal_id)
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            done = set()
+            if not journal.fresh:
+                done = {n for n, _ in sends if await txn.journal_get(marks, n) is not None}
+            decision = on_events_sent(binding, txn.run, journal.journal_id, sends, done)
+            await apply(txn, decision.writes)
+        self._after(binding, delivery, decision)
+
+    async def collect(
+        self, binding: Binding, delivery: DeliveryRecord, need: CollectNeeded
+    ) -> list[Event] | None:
+        """The answer to a ``collect_events`` call, committed (and journaled) first."""
+        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+            journal = collect_journal_id(invocation_journal(delivery))
+            mark = await txn.journal_get(journal, need.index)
+            decision = on_collect(binding, txn.run, delivery, need, mark)
+            await apply(txn, decision.writes)
+        answer: list[Event] | None = decision.answer
+        return answer
 
     def _after(self, binding: Binding, delivery: DeliveryRecord, decision: Decision) -> None:
         """After the commit: log a failed run, keep a live result, publish, wake waiters."""

@@ -30,18 +30,19 @@ from ..events import Event, StartEvent, StepState
 from ..store.base import DeliveryRecord, NewDelivery, NewRun, RunRecord, RunStore, utcnow
 from . import verbose as trace
 from .binding import Binding, bind
-from .codec import Codec, start_fingerprint
+from .codec import start_fingerprint
 from .completion import Completer
 from .dispatch import Dispatch, Dispatcher, Listener
+from .failures import poison_reason
 from .faults import fault_point
-from .interventions import Ending, TimedOut, on_event_sent_in, on_halt, refuse_unknown_workflow
+from .interventions import Ending, TimedOut, halt, on_event_sent_in, refuse_unknown_workflow
 from .invoke import call_step
 from .routing import Output
-from .state import JournalCursor, collect_journal_id, invocation_journal, send_journal_id
+from .state import JournalCursor
 from .step_context import CollectNeeded, Invocation, StepSuspended
-from .transitions import StepEnd, on_collect, on_events_sent, poison_reason, step_state
+from .transitions import StepEnd, step_state
 from .waits import WaitTimeout, on_timeout_claimed
-from .writes import apply, transact
+from .writes import transact
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
@@ -347,34 +348,14 @@ class Engine:
         journal: JournalCursor,
         sends: list[tuple[int, Output]],
     ) -> None:
-        """Commit events a step sent as deliveries (fenced by its attempt), then publish.
-
-        Each send is journaled by its index in the invocation: a re-run of the step (a
-        crash, a collect answer, a resume) finds it sent and sends nothing twice.
-        """
-        marks = send_journal_id(journal.journal_id)
-        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
-            done = set()
-            if not journal.fresh:
-                done = {n for n, _ in sends if await txn.journal_get(marks, n) is not None}
-            decision = on_events_sent(binding, txn.run, journal.journal_id, sends, done)
-            await apply(txn, decision.writes)
-        if decision.stop is not None:
-            self.remember_result(delivery.run_id, decision.stop)
-        self.publish(binding, delivery.run_id, decision.publish)
-        self.notify(delivery.run_id, finished=decision.finished)
+        """Commit events a step sent (see :meth:`Completer.sent`)."""
+        await self._completer.sent(binding, delivery, journal, sends)
 
     async def _collect(
         self, binding: Binding, delivery: DeliveryRecord, need: CollectNeeded
     ) -> list[Event] | None:
-        """The answer to a ``collect_events`` call, committed (and journaled) first."""
-        async with self.store.locked(delivery.run_id, delivery.fence) as txn:
-            journal = collect_journal_id(invocation_journal(delivery))
-            mark = await txn.journal_get(journal, need.index)
-            decision = on_collect(binding, txn.run, delivery, need, mark)
-            await apply(txn, decision.writes)
-        answer: list[Event] | None = decision.answer
-        return answer
+        """The answer to a ``collect_events`` call (see :meth:`Completer.collect`)."""
+        return await self._completer.collect(binding, delivery, need)
 
     # --- events from outside, stream, cancel, timeout ------------------------------------
 
@@ -420,19 +401,6 @@ class Engine:
         return ended
 
 
-async def halt(store: RunStore, codec: Codec, run_id: str, ending: Ending) -> bool:
-    """End a still-going run in one locked transaction: cancelled, or failed past its
-    deadline (see :func:`~.transitions.on_halt`). False if it had ended already."""
-    decision = await transact(
-        store,
-        run_id,
-        None,
-        lambda run, open_: on_halt(run, open_, ending, codec),
-        reads_open=lambda run: isinstance(ending, TimedOut) and not run.finished,
-    )
-    return bool(decision.answer)
-
-
 def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) -> str:
     """Where a start went wrong: the run, and the steps its start event was for."""
     if start_event is None:
@@ -441,4 +409,4 @@ def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) 
     return f"run {run_id!r} step {steps or '(none)'}, start"
 
 
-__all__ = ["Dispatch", "Dispatcher", "Engine", "Listener", "halt"]
+__all__ = ["Dispatch", "Dispatcher", "Engine", "Listener"]

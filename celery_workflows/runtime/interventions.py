@@ -16,7 +16,7 @@ from ..events import (
     WorkflowCancelledEvent,
     WorkflowTimedOutEvent,
 )
-from ..store.base import DeliveryRecord, RunRecord
+from ..store.base import DeliveryRecord, RunRecord, RunStore
 from .binding import Binding
 from .codec import Codec
 from .routing import Output
@@ -29,6 +29,7 @@ from .writes import (
     SetStatus,
     Write,
     copy_meta,
+    transact,
 )
 
 
@@ -116,9 +117,23 @@ def refuse_unknown_workflow(delivery: DeliveryRecord, name: str) -> Decision:
     return Decision(writes, finished=True, answer=message)
 
 
+async def halt(store: RunStore, codec: Codec, run_id: str, ending: Ending) -> bool:
+    """End a still-going run in one locked transaction (the shell of :func:`on_halt`,
+    for the engine and for operators' tools). False if it had ended already."""
+    decision = await transact(
+        store,
+        run_id,
+        None,
+        lambda run, open_: on_halt(run, open_, ending, codec),
+        reads_open=lambda run: isinstance(ending, TimedOut) and not run.finished,
+    )
+    return bool(decision.answer)
+
+
 __all__ = [
     "Ending",
     "TimedOut",
+    "halt",
     "on_event_sent_in",
     "on_halt",
     "refuse_unknown_workflow",

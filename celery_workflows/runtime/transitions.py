@@ -15,24 +15,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from ..errors import InvalidMessageError, StateValidationError, WorkflowRuntimeError
+from ..errors import InvalidMessageError, WorkflowRuntimeError
 from ..events import (
     Event,
     InputRequiredEvent,
-    StepFailedEvent,
     StepState,
     StepStateChanged,
     StopEvent,
-    WorkflowFailedEvent,
 )
-from ..store.base import DeliveryRecord, JournalMark, NewDelivery, RunRecord
+from ..store.base import DeliveryRecord, NewDelivery, RunRecord
 from .binding import Binding
+from .failures import UNSTORABLE, on_step_failed
 from .routing import Output, child_id, delivery_scope
-from .state import collect_journal_id, invocation_journal, send_journal_id
-from .step_context import CollectNeeded, match_collect
+from .sends import Sent, completed_writes, route_sent
 from .waits import (
     WaitTimeout,
     register_waiter,
@@ -44,16 +42,11 @@ from .writes import (
     AppendStream,
     Decision,
     FinishDelivery,
-    PutJournal,
-    RescheduleDelivery,
     SetMeta,
     SetStatus,
     Write,
     copy_meta,
 )
-
-#: Errors of an outcome that cannot be stored (not JSON, too large): the step fails.
-UNSTORABLE = (InvalidMessageError, StateValidationError)
 
 
 @dataclass(frozen=True)
@@ -88,43 +81,6 @@ def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> Step
 # --- a step ended ----------------------------------------------------------------------
 
 
-@dataclass
-class _Sent:
-    """What a batch of sends becomes: its writes, its deliveries, a sent StopEvent."""
-
-    writes: list[Write]
-    added: list[NewDelivery]
-    stop: StopEvent | None
-
-
-def _route_sent(
-    binding: Binding,
-    meta: dict[str, Any],
-    journal_id: str,
-    sends: Sequence[tuple[int, Output]],
-    done: Collection[int],
-) -> _Sent:
-    """Route the sends not ``done`` (journaled) into ``meta``; each is journaled."""
-    sent = _Sent([], [], None)
-    for n, out in sends:
-        if n in done:
-            continue
-        sent.writes.append(PutJournal(send_journal_id(journal_id), n))
-        if isinstance(out.event, StopEvent):
-            sent.stop = sent.stop or out.event
-            continue
-        if isinstance(out.event, InputRequiredEvent):
-            payload = binding.codec.encode_event(out.event)
-            sent.writes.append(AppendStream(payload, f"{journal_id}:send{n}"))
-        sent.added += binding.router.route(meta, [out], f"{journal_id}/send{n}").deliveries
-    return sent
-
-
-def _completed(binding: Binding, run_id: str, stop: StopEvent) -> list[Write]:
-    payload = binding.codec.encode_event(stop)
-    return [AppendStream(payload, f"{run_id}:stop"), SetStatus("completed", result=payload)]
-
-
 def reads_open_deliveries(run: RunRecord, end: StepEnd) -> bool:
     """Whether :func:`on_step_end` needs the run's open deliveries: only to tell if the
     run is left with nothing but waiters, which needs a waiter."""
@@ -149,14 +105,14 @@ def on_step_end(
     failure), as does a raise."""
     try:
         meta = copy_meta(run.meta)
-        sent = _route_sent(binding, meta, end.journal_id, end.sent, sent_done)
+        sent = route_sent(binding, meta, end.journal_id, end.sent, sent_done)
     except UNSTORABLE as exc:
         error = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
         return on_step_failed(binding, run, delivery, error, now=now)
     if sent.stop is not None:
         # As upstream: a StopEvent the step sent ends the run, whatever the step did next.
         writes = [*sent.writes, SetMeta(meta), FinishDelivery(delivery.fence, "done")]
-        writes += _completed(binding, run.run_id, sent.stop)
+        writes += completed_writes(binding, run.run_id, sent.stop)
         return Decision(tuple(writes), finished=True, stop=sent.stop)
     after = dataclasses.replace(run, meta=meta) if sent.writes else run
     decision = _ended(binding, after, open_deliveries, delivery, end, now, step_events, sent)
@@ -177,7 +133,7 @@ def _ended(
     end: StepEnd,
     now: datetime,
     step_events: bool,
-    sent: _Sent,
+    sent: Sent,
 ) -> Decision:
     if end.error is None:
         try:
@@ -232,7 +188,7 @@ def _succeeded(
         writes.append(AppendStream(codec.encode_event(stopped), key))
     writes += [AddDeliveries(tuple(added)), SetMeta(meta), FinishDelivery(delivery.fence, "done")]
     if stop is not None:
-        writes += _completed(binding, delivery.run_id, stop)
+        writes += completed_writes(binding, delivery.run_id, stop)
         return Decision(tuple(writes), finished=True, stop=stop)
     writes += _settled_status(run, open_deliveries, delivery, meta, bool(routed) or progressed)
     return Decision(tuple(writes), publish=tuple(added))
@@ -298,201 +254,10 @@ def _empty_fan_outs(binding: Binding, delivery: DeliveryRecord, result: Any) -> 
     ]
 
 
-# --- a step failed ---------------------------------------------------------------------
-
-
-def on_step_failed(
-    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, *, now: datetime
-) -> Decision:
-    """Retry the step (its policy says when), hand the failure to its ``@catch_error``
-    handler (within the handler's budget), or fail the run. A failure that cannot be
-    stored (an exception whose fields are not JSON, or too large) fails the run with a
-    plain description of it, rather than leave the delivery running to run again."""
-    try:
-        return _retry_recover_or_fail(binding, run, delivery, exc, now)
-    except UNSTORABLE as why:
-        return fail_run(binding, delivery, unstorable_failure(delivery, exc, why))
-
-
-def _retry_recover_or_fail(
-    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, now: datetime
-) -> Decision:
-    spec = binding.specs[delivery.step]
-    retry = dict(delivery.extra.get("retry") or {})
-    failures = int(retry.get("count", 0)) + 1
-    first = datetime.fromisoformat(retry["first_failed_at"]) if "first_failed_at" in retry else now
-    elapsed = (now - first).total_seconds()
-    policy = spec.retry_policy
-    delay = (
-        policy.next(elapsed, failures, exc)
-        if policy is not None and isinstance(exc, Exception)
-        else None
-    )
-    if delay is not None:
-        retry.update(
-            count=failures,
-            first_failed_at=first.isoformat(),
-            last_failed_at=now.isoformat(),
-            last_error=binding.codec.encode_error(exc),
-        )
-        due = now + timedelta(seconds=delay)
-        again = NewDelivery(delivery.delivery_id, delivery.step, delivery.event, not_before=due)
-        extra = {**delivery.extra, "retry": retry}
-        return Decision((RescheduleDelivery(delivery.fence, due, extra),), publish=(again,))
-    recovered = _recovered(binding, run, delivery, exc, failures, elapsed, now)
-    if recovered is not None:
-        return recovered
-    return fail_run(binding, delivery, exc, failures, elapsed)
-
-
-def _recovered(
-    binding: Binding,
-    run: RunRecord,
-    delivery: DeliveryRecord,
-    exc: BaseException,
-    failures: int,
-    elapsed: float,
-    now: datetime,
-) -> Decision | None:
-    """The failure as a StepFailedEvent for the ``@catch_error`` handler, if one covers
-    the step and has recoveries left."""
-    handler = binding.error_handler(delivery.step)
-    if handler is None:
-        return None
-    meta = copy_meta(run.meta)
-    used = meta.setdefault("recoveries", {}).get(handler.name, 0)
-    if used >= handler.catch_error_max_recoveries:
-        return None
-    meta["recoveries"][handler.name] = used + 1
-    release_timed_out_waiter(meta, delivery)
-    event = StepFailedEvent(
-        step_name=delivery.step,
-        input_event=binding.codec.decode_event(delivery.event),
-        exception=exc,
-        attempts=failures,
-        elapsed_seconds=elapsed,
-        failed_at=now,
-    )
-    routed = binding.router.route(meta, [Output(event, handler.name)], delivery.delivery_id)
-    error = binding.codec.encode_error(exc)
-    writes = (
-        AddDeliveries(tuple(routed.deliveries)),
-        SetMeta(meta),
-        FinishDelivery(delivery.fence, "failed", error),
-    )
-    return Decision(writes, publish=tuple(routed.deliveries))
-
-
-def fail_run(
-    binding: Binding,
-    delivery: DeliveryRecord,
-    exc: BaseException,
-    failures: int = 1,
-    elapsed: float = 0.0,
-) -> Decision:
-    """The run fails with the step's error: WorkflowFailedEvent streamed, delivery failed."""
-    codec = binding.codec
-    error = {**codec.encode_error(exc), "kind": "step", "step": delivery.step}
-    event = WorkflowFailedEvent(
-        step_name=delivery.step, exception=exc, attempts=failures, elapsed_seconds=elapsed
-    )
-    writes = (
-        AppendStream(codec.encode_event(event), f"{delivery.run_id}:failed"),
-        FinishDelivery(delivery.fence, "failed", codec.encode_error(exc)),
-        SetStatus("failed", error=error),
-    )
-    return Decision(writes, finished=True)
-
-
-def poison_reason(delivery: DeliveryRecord, max_crashes: int | None) -> str | None:
-    """Why a claimed delivery is poison (its attempts died ``max_crashes`` times without
-    a result, retries not counted), or None (DESIGN invariant 6)."""
-    failures = int((delivery.extra.get("retry") or {}).get("count", 0))
-    crashes = delivery.attempt - 1 - failures
-    if max_crashes is None or crashes < max_crashes:
-        return None
-    return (
-        f"delivery {delivery.delivery_id!r} is poison: {crashes} attempts died without "
-        "a result (the worker was killed or lost each time)"
-    )
-
-
-def unstorable_failure(
-    delivery: DeliveryRecord, exc: BaseException, why: BaseException
-) -> InvalidMessageError:
-    """What a run fails with when its step's own failure cannot be stored."""
-    return InvalidMessageError(
-        f"run {delivery.run_id!r} step {delivery.step!r} failed with "
-        f"{type(exc).__name__}, which cannot be stored: {why}"
-    )
-
-
-# --- events sent and collect answers ---
-
-
-def on_events_sent(
-    binding: Binding,
-    run: RunRecord,
-    journal_id: str,
-    sends: Sequence[tuple[int, Output]],
-    done: Collection[int],
-) -> Decision:
-    """Events a step sent, committed while it runs (at its next await): those not
-    ``done`` (journaled) become deliveries, each journaled; a sent StopEvent completes
-    the run, as upstream; a human-in-the-loop request is streamed."""
-    meta = copy_meta(run.meta)
-    sent = _route_sent(binding, meta, journal_id, sends, done)
-    writes = [*sent.writes, AddDeliveries(tuple(sent.added)), SetMeta(meta)]
-    if sent.stop is not None:
-        writes += _completed(binding, run.run_id, sent.stop)
-        return Decision(tuple(writes), finished=True, stop=sent.stop)
-    if sent.added and run.status == "waiting":
-        writes.append(SetStatus("running"))
-    return Decision(tuple(writes), publish=tuple(sent.added))
-
-
-# --- collect answers ------------------------------------------------------------------
-
-
-def on_collect(
-    binding: Binding,
-    run: RunRecord,
-    delivery: DeliveryRecord,
-    need: CollectNeeded,
-    mark: JournalMark | None,
-) -> Decision:
-    """Answer the ``need.index``-th ``collect_events`` of an invocation: the events that
-    fill it (taken out of the buffer) or None, journaled so a re-run gets the same."""
-    codec = binding.codec
-    if mark is not None:
-        answer = None if mark.result is None else [codec.decode_event(p) for p in mark.result]
-        return Decision(answer=answer)
-    meta = copy_meta(run.meta)
-    buffers = meta.setdefault("collect", {})
-    key = f"{delivery.step}|{need.buffer_id}"
-    payloads = [*buffers.get(key, []), codec.encode_event(need.event)]
-    events = [codec.decode_event(p) for p in payloads]
-    used = match_collect(events, need.expected)
-    result = [events[i] for i in used] if used is not None else None
-    if used is not None:
-        payloads = [p for i, p in enumerate(payloads) if i not in used]
-    buffers[key] = payloads
-    encoded = [codec.encode_event(e) for e in result] if result is not None else None
-    journal = PutJournal(collect_journal_id(invocation_journal(delivery)), need.index, encoded)
-    return Decision((SetMeta(meta), journal), answer=result)
-
-
 __all__ = [
-    "UNSTORABLE",
     "StepEnd",
-    "fail_run",
-    "on_collect",
-    "on_events_sent",
     "on_step_end",
-    "on_step_failed",
-    "poison_reason",
     "reads_open_deliveries",
     "returned_outputs",
     "step_state",
-    "unstorable_failure",
 ]

@@ -21,19 +21,13 @@ from celery_workflows.events import (
 from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from celery_workflows.runtime.binding import Binding, bind
 from celery_workflows.runtime.codec import event_type_name
+from celery_workflows.runtime.failures import on_step_failed, poison_reason
 from celery_workflows.runtime.interventions import TimedOut, on_event_sent_in, on_halt
 from celery_workflows.runtime.routing import Output
+from celery_workflows.runtime.sends import on_collect, on_events_sent
 from celery_workflows.runtime.state import collect_journal_id, send_journal_id
 from celery_workflows.runtime.step_context import CollectNeeded
-from celery_workflows.runtime.transitions import (
-    StepEnd,
-    on_collect,
-    on_events_sent,
-    on_step_end,
-    on_step_failed,
-    poison_reason,
-    reads_open_deliveries,
-)
+from celery_workflows.runtime.transitions import StepEnd, on_step_end, reads_open_deliveries
 from celery_workflows.runtime.waits import WaitTimeout, on_timeout_claimed, waiter_record
 from celery_workflows.runtime.writes import (
     AddDeliveries,

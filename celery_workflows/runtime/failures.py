@@ -1,0 +1,166 @@
+"""A step's failure, as a pure decision: retry it, hand it to ``@catch_error``, or fail
+the run; and the poison rule. See :mod:`.transitions` for the shape."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..errors import InvalidMessageError, StateValidationError
+from ..events import (
+    StepFailedEvent,
+    WorkflowFailedEvent,
+)
+from ..store.base import DeliveryRecord, NewDelivery, RunRecord
+from .binding import Binding
+from .routing import Output
+from .waits import (
+    release_timed_out_waiter,
+)
+from .writes import (
+    AddDeliveries,
+    AppendStream,
+    Decision,
+    FinishDelivery,
+    RescheduleDelivery,
+    SetMeta,
+    SetStatus,
+    copy_meta,
+)
+
+#: Errors of an outcome that cannot be stored (not JSON, too large): the step fails.
+UNSTORABLE = (InvalidMessageError, StateValidationError)
+
+
+def on_step_failed(
+    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, *, now: datetime
+) -> Decision:
+    """Retry the step (its policy says when), hand the failure to its ``@catch_error``
+    handler (within the handler's budget), or fail the run. A failure that cannot be
+    stored (an exception whose fields are not JSON, or too large) fails the run with a
+    plain description of it, rather than leave the delivery running to run again."""
+    try:
+        return _retry_recover_or_fail(binding, run, delivery, exc, now)
+    except UNSTORABLE as why:
+        return fail_run(binding, delivery, unstorable_failure(delivery, exc, why))
+
+
+def _retry_recover_or_fail(
+    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, now: datetime
+) -> Decision:
+    spec = binding.specs[delivery.step]
+    retry = dict(delivery.extra.get("retry") or {})
+    failures = int(retry.get("count", 0)) + 1
+    first = datetime.fromisoformat(retry["first_failed_at"]) if "first_failed_at" in retry else now
+    elapsed = (now - first).total_seconds()
+    policy = spec.retry_policy
+    delay = (
+        policy.next(elapsed, failures, exc)
+        if policy is not None and isinstance(exc, Exception)
+        else None
+    )
+    if delay is not None:
+        retry.update(
+            count=failures,
+            first_failed_at=first.isoformat(),
+            last_failed_at=now.isoformat(),
+            last_error=binding.codec.encode_error(exc),
+        )
+        due = now + timedelta(seconds=delay)
+        again = NewDelivery(delivery.delivery_id, delivery.step, delivery.event, not_before=due)
+        extra = {**delivery.extra, "retry": retry}
+        return Decision((RescheduleDelivery(delivery.fence, due, extra),), publish=(again,))
+    recovered = _recovered(binding, run, delivery, exc, failures, elapsed, now)
+    if recovered is not None:
+        return recovered
+    return fail_run(binding, delivery, exc, failures, elapsed)
+
+
+def _recovered(
+    binding: Binding,
+    run: RunRecord,
+    delivery: DeliveryRecord,
+    exc: BaseException,
+    failures: int,
+    elapsed: float,
+    now: datetime,
+) -> Decision | None:
+    """The failure as a StepFailedEvent for the ``@catch_error`` handler, if one covers
+    the step and has recoveries left."""
+    handler = binding.error_handler(delivery.step)
+    if handler is None:
+        return None
+    meta = copy_meta(run.meta)
+    used = meta.setdefault("recoveries", {}).get(handler.name, 0)
+    if used >= handler.catch_error_max_recoveries:
+        return None
+    meta["recoveries"][handler.name] = used + 1
+    release_timed_out_waiter(meta, delivery)
+    event = StepFailedEvent(
+        step_name=delivery.step,
+        input_event=binding.codec.decode_event(delivery.event),
+        exception=exc,
+        attempts=failures,
+        elapsed_seconds=elapsed,
+        failed_at=now,
+    )
+    routed = binding.router.route(meta, [Output(event, handler.name)], delivery.delivery_id)
+    error = binding.codec.encode_error(exc)
+    writes = (
+        AddDeliveries(tuple(routed.deliveries)),
+        SetMeta(meta),
+        FinishDelivery(delivery.fence, "failed", error),
+    )
+    return Decision(writes, publish=tuple(routed.deliveries))
+
+
+def fail_run(
+    binding: Binding,
+    delivery: DeliveryRecord,
+    exc: BaseException,
+    failures: int = 1,
+    elapsed: float = 0.0,
+) -> Decision:
+    """The run fails with the step's error: WorkflowFailedEvent streamed, delivery failed."""
+    codec = binding.codec
+    error = {**codec.encode_error(exc), "kind": "step", "step": delivery.step}
+    event = WorkflowFailedEvent(
+        step_name=delivery.step, exception=exc, attempts=failures, elapsed_seconds=elapsed
+    )
+    writes = (
+        AppendStream(codec.encode_event(event), f"{delivery.run_id}:failed"),
+        FinishDelivery(delivery.fence, "failed", codec.encode_error(exc)),
+        SetStatus("failed", error=error),
+    )
+    return Decision(writes, finished=True)
+
+
+def poison_reason(delivery: DeliveryRecord, max_crashes: int | None) -> str | None:
+    """Why a claimed delivery is poison (its attempts died ``max_crashes`` times without
+    a result, retries not counted), or None (DESIGN invariant 6)."""
+    failures = int((delivery.extra.get("retry") or {}).get("count", 0))
+    crashes = delivery.attempt - 1 - failures
+    if max_crashes is None or crashes < max_crashes:
+        return None
+    return (
+        f"delivery {delivery.delivery_id!r} is poison: {crashes} attempts died without "
+        "a result (the worker was killed or lost each time)"
+    )
+
+
+def unstorable_failure(
+    delivery: DeliveryRecord, exc: BaseException, why: BaseException
+) -> InvalidMessageError:
+    """What a run fails with when its step's own failure cannot be stored."""
+    return InvalidMessageError(
+        f"run {delivery.run_id!r} step {delivery.step!r} failed with "
+        f"{type(exc).__name__}, which cannot be stored: {why}"
+    )
+
+
+__all__ = [
+    "UNSTORABLE",
+    "fail_run",
+    "on_step_failed",
+    "poison_reason",
+    "unstorable_failure",
+]

@@ -17,6 +17,7 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import BaseModel
 
+from .collect import All, Collect, Take
 from .errors import WorkflowValidationError
 from .events import Event, StepFailedEvent
 from .resource import ResourceDefinition
@@ -41,6 +42,10 @@ class StepSpec:
     accept_event_subclasses: bool = False
     is_fan_out: bool = False
     collection_param: str | None = None
+    #: How the ``list[E]`` parameter is released (``Collect()``: all, at settling).
+    collection_policy: Collect | None = None
+    #: Event types the step may return bare (declared outside its ``list[...]``).
+    single_returns: tuple[type[Event], ...] = ()
     role: StepRole = "step"
     catch_error_for_steps: tuple[str, ...] | None = None
     #: Graph checks this step is exempt from (``"reachability"``, ``"dead_end"``).
@@ -136,8 +141,11 @@ def _resolve_hints(func: Callable[..., Any], localns: dict[str, Any]) -> dict[st
         ) from exc
 
 
-def _return_types(hint: Any) -> tuple[tuple[Any, ...], bool]:
+def _return_types(hint: Any) -> tuple[tuple[Any, ...], bool, tuple[Any, ...]]:
+    """The returned types (list members included), whether a list is returned, and the
+    types returned bare (outside the list)."""
     members: list[Any] = []
+    single: list[Any] = []
     fan_out = False
     for member in _union_members(hint):
         if get_origin(member) is list:
@@ -146,7 +154,9 @@ def _return_types(hint: Any) -> tuple[tuple[Any, ...], bool]:
                 members.extend(_union_members(inner))
         else:
             members.append(member)
-    return tuple(type(None) if m is None else m for m in members), fan_out
+            single.append(member)
+    as_types = tuple(type(None) if m is None else m for m in members)
+    return as_types, fan_out, tuple(s for s in single if _is_event_type(s))
 
 
 @dataclass
@@ -155,6 +165,7 @@ class _Params:
     state_type: type[BaseModel] | None = None
     events: list[tuple[str, tuple[type[Event], ...]]] = field(default_factory=list)
     collection: str | None = None
+    policy: Collect | None = None
     resources: list[tuple[str, Any]] = field(default_factory=list)
     resource_types: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -169,11 +180,28 @@ def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
     if is_ctx:
         out.context, out.state_type = name, state
         return
+    marker = None
+    if get_origin(hint) is typing.Annotated:
+        hint, *extras = get_args(hint)
+        marker = next((m for m in extras if isinstance(m, Collect)), None)
     if get_origin(hint) is list:
         elems = tuple(m for a in get_args(hint) for m in _union_members(a))
         if elems and all(_is_event_type(e) for e in elems):
-            out.collection = name
+            out.collection, out.policy = name, marker or Collect()
+            if not isinstance(out.policy.cardinality, All | Take):
+                raise WorkflowValidationError(
+                    f"Collect cardinality on {name!r} must be All() or Take(n). "
+                    "Other cardinalities are not supported."
+                )
             out.events.append((name, elems))
+            return
+    if marker is not None:
+        raise WorkflowValidationError(
+            f"Parameter {name!r} carries a Collect marker but is not annotated as list[E] "
+            "of an Event subclass. Collect markers apply only to collection fan-in "
+            "(list[Event]) parameters."
+        )
+    if get_origin(hint) is list:
         return
     members = _union_members(hint)
     if members and all(_is_event_type(m) for m in members):
@@ -220,7 +248,7 @@ def build_spec(
         )
     if "return" not in hints:
         _raise("Return types of workflows step functions must be annotated with their type.", func)
-    returns, fan_out = _return_types(hints["return"])
+    returns, fan_out, single = _return_types(hints["return"])
     accepted = tuple(dict.fromkeys(t for _, ts in params.events for t in ts))
     if role == "catch_error" and accepted != (StepFailedEvent,):
         raise WorkflowValidationError(
@@ -240,6 +268,8 @@ def build_spec(
         accept_event_subclasses=accept_event_subclasses,
         is_fan_out=fan_out,
         collection_param=params.collection,
+        collection_policy=params.policy,
+        single_returns=single,
         role=role,
         catch_error_for_steps=tuple(for_steps) if for_steps is not None else None,
         catch_error_max_recoveries=max_recoveries,

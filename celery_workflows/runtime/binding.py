@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
@@ -14,6 +14,7 @@ from ..errors import WorkflowRuntimeError
 from ..events import Event
 from .codec import Codec, JsonCodec, LiveCodec, event_type_name
 from .routing import Router
+from .streams import bound_collectors
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
@@ -34,6 +35,8 @@ class Binding:
     #: type), stored on every run it starts: an operator sees which shape started a run
     #: (``celery-workflows runs show``), e.g. across a rolling upgrade.
     code_version: str = ""
+    #: ``{fan-out step: the collecting steps bound to its streams}``.
+    collectors: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def check_target(self, step: str, event: Event) -> None:
         """Raise WorkflowRuntimeError unless ``step`` exists and accepts ``event``."""
@@ -42,6 +45,13 @@ class Binding:
             raise WorkflowRuntimeError(f"Step {step} does not exist")
         if not spec.accepts(event):
             raise WorkflowRuntimeError(f"Step {step} does not accept event of type {type(event)}")
+        if spec.is_collect:
+            # As upstream: a collecting step takes only members of a fan-out stream.
+            raise WorkflowRuntimeError(
+                f"{type(event).__name__} was sent to collect step {step!r} via "
+                "send_event(step=...), but a collect step cannot receive targeted events: "
+                "it only collects events emitted inside a fan-out stream."
+            )
 
     def error_handler(self, failed_step: str) -> StepSpec | None:
         """The ``@catch_error`` handler that covers ``failed_step``, if any."""
@@ -82,6 +92,7 @@ def bind(
         router=Router(specs, codec),
         state_type=state_type,
         code_version=shape_digest(specs, state_type),
+        collectors=bound_collectors(specs),
     )
 
 

@@ -70,7 +70,9 @@ class Completer:
         now = utcnow()
         async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
             run = txn.run
-            open_deliveries = await txn.open_deliveries() if reads_open_deliveries(run, end) else []
+            open_deliveries = (
+                await txn.open_deliveries() if reads_open_deliveries(run, delivery, end) else []
+            )
             done: set[int] = set()
             if end.sent and not end.journal_fresh:
                 marks = send_journal_id(end.journal_id)
@@ -97,7 +99,10 @@ class Completer:
                 store,
                 delivery.run_id,
                 delivery.fence,
-                lambda run, _: on_step_failed(binding, run, delivery, exc, now=now),
+                lambda run, open_: on_step_failed(
+                    binding, run, delivery, exc, now=now, open_deliveries=open_
+                ),
+                reads_open=bool(delivery.extra.get("scope")),
             )
         except UNSTORABLE as why:
             plain = unstorable_failure(delivery, exc, why)

@@ -3,6 +3,7 @@ the run; and the poison rule. See :mod:`.transitions` for the shape."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..errors import InvalidMessageError, StateValidationError
@@ -13,6 +14,7 @@ from ..events import (
 from ..store.base import DeliveryRecord, NewDelivery, RunRecord
 from .binding import Binding
 from .routing import Output
+from .streams import settle, streams_of
 from .waits import (
     release_timed_out_waiter,
 )
@@ -32,20 +34,31 @@ UNSTORABLE = (InvalidMessageError, StateValidationError)
 
 
 def on_step_failed(
-    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, *, now: datetime
+    binding: Binding,
+    run: RunRecord,
+    delivery: DeliveryRecord,
+    exc: BaseException,
+    *,
+    now: datetime,
+    open_deliveries: Sequence[DeliveryRecord] = (),
 ) -> Decision:
     """Retry the step (its policy says when), hand the failure to its ``@catch_error``
     handler (within the handler's budget), or fail the run. A failure that cannot be
     stored (an exception whose fields are not JSON, or too large) fails the run with a
     plain description of it, rather than leave the delivery running to run again."""
     try:
-        return _retry_recover_or_fail(binding, run, delivery, exc, now)
+        return _retry_recover_or_fail(binding, run, delivery, exc, now, open_deliveries)
     except UNSTORABLE as why:
         return fail_run(binding, delivery, unstorable_failure(delivery, exc, why))
 
 
 def _retry_recover_or_fail(
-    binding: Binding, run: RunRecord, delivery: DeliveryRecord, exc: BaseException, now: datetime
+    binding: Binding,
+    run: RunRecord,
+    delivery: DeliveryRecord,
+    exc: BaseException,
+    now: datetime,
+    open_deliveries: Sequence[DeliveryRecord],
 ) -> Decision:
     spec = binding.specs[delivery.step]
     retry = dict(delivery.extra.get("retry") or {})
@@ -69,7 +82,7 @@ def _retry_recover_or_fail(
         again = NewDelivery(delivery.delivery_id, delivery.step, delivery.event, not_before=due)
         extra = {**delivery.extra, "retry": retry}
         return Decision((RescheduleDelivery(delivery.fence, due, extra),), publish=(again,))
-    recovered = _recovered(binding, run, delivery, exc, failures, elapsed, now)
+    recovered = _recovered(binding, run, delivery, exc, (failures, elapsed, now), open_deliveries)
     if recovered is not None:
         return recovered
     return fail_run(binding, delivery, exc, failures, elapsed)
@@ -80,12 +93,13 @@ def _recovered(
     run: RunRecord,
     delivery: DeliveryRecord,
     exc: BaseException,
-    failures: int,
-    elapsed: float,
-    now: datetime,
+    when: tuple[int, float, datetime],
+    open_deliveries: Sequence[DeliveryRecord],
 ) -> Decision | None:
     """The failure as a StepFailedEvent for the ``@catch_error`` handler, if one covers
-    the step and has recoveries left."""
+    the step and has recoveries left. (The failed delivery leaves its fan-out branch:
+    a stream it was the last work of settles.)"""
+    failures, elapsed, now = when
     handler = binding.error_handler(delivery.step)
     if handler is None:
         return None
@@ -104,13 +118,17 @@ def _recovered(
         failed_at=now,
     )
     routed = binding.router.route(meta, [Output(event, handler.name)], delivery.delivery_id)
+    added = routed.deliveries
+    others = [d for d in open_deliveries if d.delivery_id != delivery.delivery_id]
+    streams = streams_of(delivery.extra.get("scope", []))
+    added += settle(meta, streams, [*others, *added], binding.collectors)
     error = binding.codec.encode_error(exc)
     writes = (
-        AddDeliveries(tuple(routed.deliveries)),
+        AddDeliveries(tuple(added)),
         SetMeta(meta),
         FinishDelivery(delivery.fence, "failed", error),
     )
-    return Decision(writes, publish=tuple(routed.deliveries))
+    return Decision(writes, publish=tuple(added))
 
 
 def fail_run(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._signature import StepSpec
+from ..collect import Take
 from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery
 from .codec import Codec, event_type_name
@@ -136,17 +137,24 @@ class Router:
     def _fan_in(
         self, meta: dict[str, Any], spec: StepSpec, out: Output, payload: Any, extra: dict[str, Any]
     ) -> bool:
+        """Buffer a member of ``spec``'s collection (see :mod:`.streams`); True, with
+        ``extra`` filled, when the step fires now (its ``Take(n)`` reached). Events
+        outside any stream never join one (``ctx.send_event`` cannot add members)."""
         if not out.scope:
-            extra["batch"] = [payload]
-            return True
-        stream, position, size = out.scope[-1]
-        key = f"{spec.name}|{stream}"
-        buf = meta.setdefault("fanin", {}).setdefault(key, {"size": size, "items": {}})
-        buf["items"][str(position)] = payload
-        if len(buf["items"]) < size:
             return False
-        del meta["fanin"][key]
-        extra["batch"] = [buf["items"][str(i)] for i in range(size)]
+        stream, position, _ = out.scope[-1]
+        buf = meta.setdefault("fanin", {}).setdefault(
+            f"{spec.name}|{stream}", {"items": [], "released": False}
+        )
+        if buf["released"]:
+            return False
+        buf["items"].append([position, payload])
+        policy = spec.collection_policy
+        take = policy.cardinality if policy is not None else None
+        if not isinstance(take, Take) or len(buf["items"]) < take.n:
+            return False
+        buf["released"] = True
+        extra["batch"] = [p for _, p in buf["items"][: take.n]]
         extra["scope"] = [list(s) for s in out.scope[:-1]]
         return True
 

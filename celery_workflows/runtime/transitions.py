@@ -31,6 +31,7 @@ from .binding import Binding
 from .failures import UNSTORABLE, on_step_failed
 from .routing import Output, child_id, delivery_scope
 from .sends import Sent, completed_writes, route_sent
+from .streams import open_stream, settle, streams_of
 from .waits import (
     WaitTimeout,
     register_waiter,
@@ -81,10 +82,11 @@ def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> Step
 # --- a step ended ----------------------------------------------------------------------
 
 
-def reads_open_deliveries(run: RunRecord, end: StepEnd) -> bool:
-    """Whether :func:`on_step_end` needs the run's open deliveries: only to tell if the
-    run is left with nothing but waiters, which needs a waiter."""
-    return bool(run.meta.get("waiters")) or end.waiter is not None
+def reads_open_deliveries(run: RunRecord, delivery: DeliveryRecord, end: StepEnd) -> bool:
+    """Whether :func:`on_step_end` needs the run's open deliveries: to tell if the run is
+    left with nothing but waiters (which needs a waiter), or if a stream the delivery is
+    in has settled."""
+    return bool(run.meta.get("waiters") or end.waiter or delivery.extra.get("scope"))
 
 
 def on_step_end(
@@ -147,7 +149,7 @@ def _ended(
             error = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
     else:
         error = end.error
-    return on_step_failed(binding, run, delivery, error, now=now)
+    return on_step_failed(binding, run, delivery, error, now=now, open_deliveries=open_deliveries)
 
 
 def _succeeded(
@@ -177,11 +179,11 @@ def _succeeded(
             key = f"{end.waiter['journal_id']}:waiter:{end.waiter['waiter_id']}"
             writes.append(AppendStream(codec.encode_event(end.waiter_event), key))
     routed = binding.router.route(meta, rest, delivery.delivery_id).deliveries
-    if end.waiter is None:
-        routed += _empty_fan_outs(binding, delivery, end.result)
-    added = list(routed)
+    timeout = []
     if end.waiter is not None and end.waiter.get("timeout") is not None:
-        added.append(timeout_delivery(delivery, end.waiter, now))
+        timeout.append(timeout_delivery(delivery, end.waiter, now))
+    routed += _settled_streams(binding, meta, open_deliveries, delivery, end, routed)
+    added = [*routed, *timeout]
     if step_events:
         stopped = step_state(delivery, StepState.NOT_RUNNING, end.event)
         key = f"{delivery.delivery_id}:a{delivery.attempt}:stopped"
@@ -192,6 +194,27 @@ def _succeeded(
         return Decision(tuple(writes), finished=True, stop=stop)
     writes += _settled_status(run, open_deliveries, delivery, meta, bool(routed) or progressed)
     return Decision(tuple(writes), publish=tuple(added))
+
+
+def _settled_streams(
+    binding: Binding,
+    meta: dict[str, Any],
+    open_deliveries: Sequence[DeliveryRecord],
+    delivery: DeliveryRecord,
+    end: StepEnd,
+    added: Sequence[NewDelivery],
+) -> list[NewDelivery]:
+    """Open the stream of a returned list; release the collecting steps of the streams
+    this delivery was in (and of the one it opened) that have settled."""
+    streams = streams_of(delivery.extra.get("scope", []))
+    if end.waiter is None and is_fan_out_return(binding, delivery, end.result):
+        stream = fan_out_stream(delivery)
+        open_stream(meta, stream, delivery, len(end.result))
+        streams.insert(0, stream)
+    if not streams:
+        return []
+    others = [d for d in open_deliveries if d.delivery_id != delivery.delivery_id]
+    return settle(meta, streams, [*others, *added], binding.collectors)
 
 
 def _settled_status(
@@ -221,12 +244,16 @@ def returned_outputs(binding: Binding, delivery: DeliveryRecord, result: Any) ->
     if result is None:
         return []
     if isinstance(result, Event):
+        if spec.is_fan_out and not isinstance(result, spec.single_returns):
+            raise WorkflowRuntimeError(
+                f"Step function {spec.name} returned a bare {type(result).__name__} but its "
+                "return annotation only declares it inside a list. Return a one-element "
+                "list to fan out, or declare the bare type as a union member "
+                "(e.g. -> list[A] | B) for ordinary dispatch."
+            )
         return [Output(result, None, scope)]
-    if isinstance(result, list | tuple) and not result and spec.is_fan_out:
-        return []  # the empty stream is released by _empty_fan_outs
-    fan_out = isinstance(result, list | tuple) and spec.is_fan_out
-    if fan_out and all(isinstance(r, Event) for r in result):
-        stream = child_id(delivery.delivery_id, "fan-out")
+    if is_fan_out_return(binding, delivery, result):
+        stream = fan_out_stream(delivery)
         size = len(result)
         return [Output(ev, None, (*scope, (stream, i, size))) for i, ev in enumerate(result)]
     raise WorkflowRuntimeError(
@@ -235,23 +262,19 @@ def returned_outputs(binding: Binding, delivery: DeliveryRecord, result: Any) ->
     )
 
 
-def _empty_fan_outs(binding: Binding, delivery: DeliveryRecord, result: Any) -> list[NewDelivery]:
-    """A fan-out that returned ``[]`` releases its collectors with an empty batch."""
-    spec = binding.specs[delivery.step]
-    if not (spec.is_fan_out and isinstance(result, list | tuple) and not result):
-        return []
-    produced = set(spec.output_events)
-    return [
-        NewDelivery(
-            child_id(delivery.delivery_id, f"empty/{c.name}"),
-            c.name,
-            delivery.event,
-            parent_id=delivery.delivery_id,
-            extra={"batch": [], "scope": delivery.extra.get("scope", [])},
-        )
-        for c in binding.specs.values()
-        if c.is_collect and produced & set(c.accepted_events)
-    ]
+def is_fan_out_return(binding: Binding, delivery: DeliveryRecord, result: Any) -> bool:
+    """Whether ``result`` opens a stream: a list of events from a list-returning step
+    (``[]`` included: an empty stream, settled at once)."""
+    return (
+        binding.specs[delivery.step].is_fan_out
+        and isinstance(result, list | tuple)
+        and all(isinstance(r, Event) for r in result)
+    )
+
+
+def fan_out_stream(delivery: DeliveryRecord) -> str:
+    """The id of the stream a delivery's returned list opens."""
+    return child_id(delivery.delivery_id, "fan-out")
 
 
 __all__ = [

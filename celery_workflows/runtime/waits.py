@@ -30,7 +30,7 @@ class WaitTimeout:
     journal_id: str
 
     @staticmethod
-    def of(delivery: DeliveryRecord) -> WaitTimeout | None:
+    def of(delivery: DeliveryRecord | NewDelivery) -> WaitTimeout | None:
         """The mark of ``delivery`` if it is a wait's timeout, else None."""
         mark = delivery.extra.get(_TIMEOUT_KEY)
         if not mark:

@@ -216,7 +216,7 @@ def waiting_end(binding: Binding, d: DeliveryRecord, timeout: float | None) -> S
 def test_a_wait_registers_its_waiter_and_a_timeout_delivery_due_later(chain: Binding) -> None:
     d = delivery(chain, "first", StartEvent())
     end = waiting_end(chain, d, timeout=30)
-    assert reads_open_deliveries(run_record(), end)
+    assert reads_open_deliveries(run_record(), d, end)
     decision = on_step_end(chain, run_record(), [d], d, end, now=NOW)
     (meta,) = of_type(decision, SetMeta)
     assert [w["waiter_id"] for w in meta.meta["waiters"]] == ["w"]

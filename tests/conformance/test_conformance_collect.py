@@ -1,0 +1,186 @@
+"""Fan-in as upstream 2.26 does it: ``list[E]`` parameters collect the members of a
+fan-out stream; ``Collect(Take(n))`` fires early; dropped branches and empty streams."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import pytest
+
+
+def collect_of(impl: SimpleNamespace) -> Any:
+    return importlib.import_module(f"{impl.name}.collect")
+
+
+def fan_in_workflow(impl: SimpleNamespace, *, drop: set[int], collector: str = "all") -> Any:
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+    Collect, Take = collect_of(impl).Collect, collect_of(impl).Take
+
+    class Item(Event):
+        i: int
+
+    class Done(Event):
+        i: int
+
+    class FanIn(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item]:
+            return [Item(i=i) for i in range(ev.get("n"))]
+
+        @step(num_workers=8)
+        async def work(self, ev: Item) -> Done | None:
+            await asyncio.sleep(0.02 * ev.i)
+            return None if ev.i in drop else Done(i=ev.i)
+
+        if collector == "all":
+
+            @step
+            async def gather(self, evs: list[Done]) -> StopEvent:
+                return StopEvent(result=sorted(e.i for e in evs))
+
+        else:
+
+            @step
+            async def gather(self, evs: Annotated[list[Done], Collect(Take(2))]) -> StopEvent:
+                return StopEvent(result=len(evs))
+
+    return FanIn
+
+
+async def test_a_join_fires_with_the_members_of_branches_not_dropped(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    FanIn = fan_in_workflow(impl, drop={1, 3})
+    assert await bounded(FanIn(timeout=10).run(n=5), 10) == [0, 2, 4]
+
+
+async def test_a_join_fires_once_with_nothing_when_every_branch_is_dropped(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    FanIn = fan_in_workflow(impl, drop={0, 1, 2})
+    assert await bounded(FanIn(timeout=10).run(n=3), 10) == []
+
+
+async def test_an_empty_fan_out_fires_its_join_once_with_an_empty_list(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    FanIn = fan_in_workflow(impl, drop=set())
+    assert await bounded(FanIn(timeout=10).run(n=0), 10) == []
+
+
+async def test_take_fires_with_the_first_members(impl: SimpleNamespace, bounded: Any) -> None:
+    FanIn = fan_in_workflow(impl, drop=set(), collector="take")
+    assert await bounded(FanIn(timeout=10).run(n=4), 10) == 2
+
+
+async def test_take_fires_at_settling_with_fewer_members(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    FanIn = fan_in_workflow(impl, drop={1, 2, 3}, collector="take")
+    assert await bounded(FanIn(timeout=10).run(n=4), 10) == 1
+
+
+async def test_a_bare_element_under_a_pure_list_return_is_a_runtime_error(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+
+    class Item(Event):
+        i: int
+
+    class Bare(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item]:
+            return Item(i=0)  # type: ignore[return-value]
+
+        @step
+        async def gather(self, evs: list[Item]) -> StopEvent:
+            return StopEvent(result=len(evs))
+
+    with pytest.raises(impl.errors.WorkflowRuntimeError, match="returned a bare Item"):
+        await bounded(Bare(timeout=10).run(), 10)
+
+
+async def test_a_union_producer_returning_its_bare_member_is_ordinary_dispatch(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+
+    class Item(Event):
+        i: int
+
+    class Single(Event):
+        pass
+
+    class Union(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item] | Single:
+            return Single()
+
+        @step
+        async def single(self, ev: Single) -> StopEvent:
+            return StopEvent(result="single")
+
+        @step
+        async def gather(self, evs: list[Item]) -> StopEvent:
+            return StopEvent(result="gathered")
+
+    assert await bounded(Union(timeout=10).run(), 10) == "single"
+
+
+async def test_a_send_targeted_at_a_collecting_step_is_refused(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step, Context = (
+        impl.Event,
+        impl.StartEvent,
+        impl.StopEvent,
+        impl.step,
+        impl.Context,
+    )
+
+    class Item(Event):
+        i: int
+
+    class Targeted(impl.Workflow):
+        @step
+        async def split(self, ctx: Context, ev: StartEvent) -> list[Item] | None:
+            ctx.send_event(Item(i=0), step="gather")
+            return None
+
+        @step
+        async def gather(self, evs: list[Item]) -> StopEvent:
+            return StopEvent(result=len(evs))
+
+    with pytest.raises(impl.errors.WorkflowRuntimeError, match="cannot receive targeted events"):
+        await bounded(Targeted(timeout=10).run(), 10)
+
+
+def test_collect_markers_are_validated(impl: SimpleNamespace) -> None:
+    collect = collect_of(impl)
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+    with pytest.raises(ValueError, match=r"Take\(n\) requires an integer n >= 1"):
+        collect.Take(0)
+
+    class Item(Event):
+        i: int
+
+    def make(annotation: Any) -> Any:
+        class Marked(impl.Workflow):
+            @step
+            async def split(self, ev: StartEvent) -> list[Item]:
+                return []
+
+            @step
+            async def gather(self, evs: annotation) -> StopEvent:  # type: ignore[valid-type]
+                return StopEvent()
+
+        return Marked
+
+    with pytest.raises(impl.errors.WorkflowValidationError, match="carries a Collect marker"):
+        make(Annotated[Item, collect.Collect()])().run()
+    with pytest.raises(impl.errors.WorkflowValidationError, match="must be All"):
+        make(Annotated[list[Item], collect.Collect(collect.Cardinality())])().run()

@@ -69,13 +69,24 @@ class StepEnd:
     error: BaseException | None = None
 
 
-def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> StepStateChanged:
-    """The internal event that says a step started or stopped on ``event``."""
+def step_state(
+    delivery: DeliveryRecord, state: StepState, event: Event, produced: Any = None
+) -> StepStateChanged:
+    """The internal event that says a step started, or stopped having ``produced`` (its
+    return value). As upstream, a stop names both events as ``str(type(...))``."""
+    if state != StepState.NOT_RUNNING:
+        return StepStateChanged(
+            name=delivery.step,
+            step_state=state,
+            worker_id=delivery.delivery_id,
+            input_event_name=type(event).__name__,
+        )
     return StepStateChanged(
         name=delivery.step,
         step_state=state,
         worker_id=delivery.delivery_id,
-        input_event_name=type(event).__name__,
+        input_event_name=str(type(event)),
+        output_event_name=str(type(produced)),
     )
 
 
@@ -185,7 +196,7 @@ def _succeeded(
     routed += _settled_streams(binding, meta, open_deliveries, delivery, end, routed)
     added = [*routed, *timeout]
     if step_events:
-        stopped = step_state(delivery, StepState.NOT_RUNNING, end.event)
+        stopped = step_state(delivery, StepState.NOT_RUNNING, end.event, end.result)
         key = f"{delivery.delivery_id}:a{delivery.attempt}:stopped"
         writes.append(AppendStream(codec.encode_event(stopped), key))
     writes += [AddDeliveries(tuple(added)), SetMeta(meta), FinishDelivery(delivery.fence, "done")]

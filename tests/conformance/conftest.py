@@ -70,6 +70,9 @@ CELERY_DIFFERENCES: dict[str, str] = {
     "test_stream_events_hides_internal_events_unless_exposed": (
         "the Celery runtime does not stream StepStateChanged (two stream writes a hop)"
     ),
+    "test_a_step_state_change_names_what_the_step_ran_on_and_produced": (
+        "the Celery runtime does not stream StepStateChanged (two stream writes a hop)"
+    ),
 }
 #: Timing-dependent on Celery (not strict).
 CELERY_TIMING = {

@@ -261,3 +261,38 @@ async def test_workflow_test_runner_excludes_listed_event_types(
     outcome = await bounded(runner.run(exclude_events=[impl.events.StepStateChanged, Note]))
     assert [type(ev) for ev in outcome.collected] == [impl.StopEvent]
     assert outcome.result == "noted"
+
+
+async def test_a_step_state_change_names_what_the_step_ran_on_and_produced(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+    events = impl.events
+
+    class Middle(Event):
+        pass
+
+    class Two(impl.Workflow):
+        @step
+        async def first(self, ev: StartEvent) -> Middle:
+            return Middle()
+
+        @step
+        async def second(self, ev: Middle) -> StopEvent:
+            return StopEvent(result=1)
+
+    handler = Two().run()
+
+    async def collect() -> list[Any]:
+        return [ev async for ev in handler.stream_events(expose_internal=True)]
+
+    changes = [ev for ev in await bounded(collect()) if isinstance(ev, events.StepStateChanged)]
+    stops = {ev.name: ev for ev in changes if ev.step_state == events.StepState.NOT_RUNNING}
+    starts = {ev.name: ev for ev in changes if ev.step_state == events.StepState.RUNNING}
+    assert (starts["first"].input_event_name, starts["second"].input_event_name) == (
+        "StartEvent",
+        "Middle",
+    )
+    assert stops["first"].input_event_name == str(impl.StartEvent)
+    assert stops["first"].output_event_name == str(Middle)
+    assert stops["second"].output_event_name == str(impl.StopEvent)

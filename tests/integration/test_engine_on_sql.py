@@ -265,8 +265,17 @@ async def test_step_state_events_name_the_decoded_input_event(sql_store: SqlRunS
 
     handler = SaysWhatItGot(timeout=30, runtime=LocalRuntime(sql_store)).run()
     seen = await asyncio.wait_for(_all_events(handler), 20)
-    names = {(e.name, e.input_event_name) for e in seen if isinstance(e, StepStateChanged)}
-    assert names == {("first", "StartEvent"), ("second", "Hello")}
+    names = {
+        (e.name, e.step_state.value, e.input_event_name, e.output_event_name)
+        for e in seen
+        if isinstance(e, StepStateChanged)
+    }
+    assert names == {
+        ("first", "running", "StartEvent", None),
+        ("first", "not_running", str(StartEvent), str(Hello)),
+        ("second", "running", "Hello", None),
+        ("second", "not_running", str(Hello), str(StopEvent)),
+    }
 
 
 async def _all_events(handler: Any) -> list[Event]:

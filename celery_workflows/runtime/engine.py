@@ -156,6 +156,8 @@ class Engine:
             start_fingerprint=start_fingerprint(deliveries),
         )
         record, created = await self.store.create_run(new, deliveries)
+        if created and start_event is not None and binding.workflow._verbose:
+            trace.added(start_event)
         if created and publish:
             self.publish(binding, run_id, deliveries)
         return record, created, deliveries
@@ -365,6 +367,8 @@ class Engine:
         """Send ``event`` into a run from outside (a human's answer, a nudge)."""
         if step is not None:
             binding.check_target(step, event)
+        if binding.workflow._verbose:
+            trace.added(event)
         parent = f"{run_id}:ext-{uuid.uuid4().hex}"
         decision = await transact(
             self.store,

@@ -20,6 +20,7 @@ from .._signature import StepSpec
 from ..context.state_store import StateStore
 from ..events import Event
 from ..store.base import DeliveryRecord, RunStore
+from . import verbose as trace
 from .codec import event_type_name
 from .routing import Output, delivery_scope
 from .snapshots import build_snapshot
@@ -119,6 +120,8 @@ class Invocation:
         reaches its steps while the sender still runs (DESIGN invariant 9)."""
         if step is not None:
             self.binding.check_target(step, event)
+        if self.binding.workflow._verbose:
+            trace.added(event)
         self._unsent.append((self._send_index, Output(event, step, self.scope)))
         self._send_index += 1
         if self._send_task is None:

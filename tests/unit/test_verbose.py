@@ -1,4 +1,5 @@
-"""``Workflow(verbose=True)`` prints a line per step start and completion, as upstream."""
+"""``Workflow(verbose=True)`` prints what upstream 2.26.1 prints for the same workflow
+(checked line for line against it): events added, step starts and completions, result."""
 
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ async def test_verbose_prints_each_step_start_and_completion(
     assert await Two(verbose=True, timeout=10).run() == "ok"
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "[first:1] started from StartEvent",
-        "[first:1] complete with Middle",
-        "[second:1] started from Middle",
-        "[second:1] complete with StopEvent",
+        "[tick] add: StartEvent()",
+        "[first:0] started from StartEvent",
+        "[first:0] complete with Middle",
+        "[tick] add: Middle()",
+        "[second:0] started from Middle",
+        "[result] StopEvent(result='ok')",
+        "[second:0] complete with StopEvent",
     ]
 
 

@@ -124,11 +124,16 @@ class Router:
         extra: dict[str, Any],
     ) -> bool:
         slots: dict[str, list[Any]] = meta.setdefault("joins", {}).setdefault(spec.name, {})
-        for param, types in spec.event_params:
-            ok = isinstance(event, types) if spec.accept_event_subclasses else type(event) in types
-            if ok:
-                slots.setdefault(param, []).append(payload)
-                break
+        fits = [
+            param
+            for param, types in spec.event_params
+            if (isinstance(event, types) if spec.accept_event_subclasses else type(event) in types)
+        ]
+        if fits:
+            # Arrival order: the event fills the emptiest slot that takes it (the first such
+            # parameter on a tie), so two slots of one type take events alternately.
+            param = min(fits, key=lambda name: len(slots.get(name, [])))
+            slots.setdefault(param, []).append(payload)
         if not all(slots.get(param) for param, _ in spec.event_params):
             return False
         extra["join"] = {param: slots[param].pop(0) for param, _ in spec.event_params}

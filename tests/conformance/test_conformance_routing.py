@@ -459,3 +459,43 @@ async def test_a_step_returning_none_emits_nothing(impl: SimpleNamespace, bounde
             return StopEvent(result=seen[:]) if ev.n == 2 else None
 
     assert await bounded(Quiet().run()) == [1, 2]
+
+
+async def test_a_join_of_one_type_binds_by_arrival_and_fires_again(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step, Context = (
+        impl.Event,
+        impl.StartEvent,
+        impl.StopEvent,
+        impl.step,
+        impl.Context,
+    )
+
+    class Num(Event):
+        n: int
+
+    class Pair(Event):
+        a: int
+        b: int
+
+    class Pairs(impl.Workflow):
+        @step
+        async def emit(self, ctx: Context, ev: StartEvent) -> Num | None:
+            for i in range(4):
+                ctx.send_event(Num(n=i))
+                await asyncio.sleep(0.01)
+            return None
+
+        @step
+        async def pair(self, a: Num, b: Num) -> Pair:
+            return Pair(a=a.n, b=b.n)
+
+        @step
+        async def count(self, ctx: Context, ev: Pair) -> StopEvent | None:
+            async with ctx.store.edit_state() as state:
+                pairs = [*state.get("pairs", []), [ev.a, ev.b]]
+                state["pairs"] = pairs
+            return StopEvent(result=sorted(pairs)) if len(pairs) == 2 else None
+
+    assert await bounded(Pairs(timeout=10).run(), 10) == [[0, 1], [2, 3]]

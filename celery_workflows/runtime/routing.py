@@ -125,14 +125,15 @@ class Router:
     ) -> bool:
         slots: dict[str, list[Any]] = meta.setdefault("joins", {}).setdefault(spec.name, {})
         fits = [
-            param
-            for param, types in spec.event_params
+            (len(slots.get(param, [])), type(event) not in types, i, param)
+            for i, (param, types) in enumerate(spec.event_params)
             if (isinstance(event, types) if spec.accept_event_subclasses else type(event) in types)
         ]
         if fits:
-            # Arrival order: the event fills the emptiest slot that takes it (the first such
-            # parameter on a tie), so two slots of one type take events alternately.
-            param = min(fits, key=lambda name: len(slots.get(name, [])))
+            # Arrival order: the event fills the emptiest slot that takes it, so two slots
+            # of one type take events alternately; on a tie the slot of its exact type
+            # (a subclass leaves the base-typed slot to a base event), then the first.
+            param = min(fits)[3]
             slots.setdefault(param, []).append(payload)
         if not all(slots.get(param) for param, _ in spec.event_params):
             return False

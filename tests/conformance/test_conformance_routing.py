@@ -499,3 +499,37 @@ async def test_a_join_of_one_type_binds_by_arrival_and_fires_again(
             return StopEvent(result=sorted(pairs)) if len(pairs) == 2 else None
 
     assert await bounded(Pairs(timeout=10).run(), 10) == [[0, 1], [2, 3]]
+
+
+@pytest.mark.parametrize("order", ["bc", "cb", "cc"])
+async def test_overlapping_join_slots_with_subclasses_fill_as_upstream(
+    impl: SimpleNamespace, bounded: Any, order: str
+) -> None:
+    Event, StartEvent, StopEvent, step, Context = (
+        impl.Event,
+        impl.StartEvent,
+        impl.StopEvent,
+        impl.step,
+        impl.Context,
+    )
+
+    class Base(Event):
+        n: int
+
+    class Child(Base):
+        pass
+
+    class Overlap(impl.Workflow):
+        @step
+        async def emit(self, ctx: Context, ev: StartEvent) -> Base | Child | None:
+            for kind in order:
+                ctx.send_event(Child(n=1) if kind == "c" else Base(n=0))
+                await asyncio.sleep(0.01)
+            return None
+
+        @step(accept_event_subclasses=True)
+        async def pair(self, a: Base, b: Child) -> StopEvent:
+            return StopEvent(result=[type(a).__name__, type(b).__name__])
+
+    expected = ["Child", "Child"] if order == "cc" else ["Base", "Child"]
+    assert await bounded(Overlap(timeout=10).run(), 10) == expected

@@ -147,7 +147,7 @@ def _check_fan_in(specs: Mapping[str, StepSpec]) -> None:
     produced_in_streams = {t for level in stream_levels(specs).values() for t in level}
     errors = []
     for spec in specs.values():
-        if spec.collection_param is None:
+        if spec.collection_name is None:
             continue
         missing = [
             t
@@ -159,7 +159,7 @@ def _check_fan_in(specs: Mapping[str, StepSpec]) -> None:
         if missing:
             names = ", ".join(sorted(t.__name__ for t in missing))
             errors.append(
-                f"Step '{spec.name}' parameter '{spec.collection_param}' collects list[{names}], "
+                f"Step '{spec.name}' parameter '{spec.collection_name}' collects list[{names}], "
                 "but no returned-list producer creates a stream for those event types. "
                 "list[E] fan-in only consumes events from steps annotated as returning "
                 "list[E]; use ctx.collect_events for unstreamed ctx.send_event flows."

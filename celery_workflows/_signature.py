@@ -41,7 +41,8 @@ class StepSpec:
     retry_policy: Any = None
     accept_event_subclasses: bool = False
     is_fan_out: bool = False
-    collection_param: str | None = None
+    #: The name of the ``list[E]`` parameter (a collecting step).
+    collection_name: str | None = None
     #: How the ``list[E]`` parameter is released (``Collect()``: all, at settling).
     collection_policy: Collect | None = None
     #: Event types the step may return bare (declared outside its ``list[...]``).
@@ -56,6 +57,27 @@ class StepSpec:
     resource_types: tuple[tuple[str, Any], ...] = ()
 
     @property
+    def collection_param(self) -> tuple[str, tuple[type[Event], ...]] | None:
+        """Upstream's step-config fact: ``(parameter name, member types)`` of the
+        ``list[E]`` parameter, else None."""
+        if self.collection_name is None:
+            return None
+        return self.collection_name, dict(self.event_params)[self.collection_name]
+
+    @property
+    def bare_return_types(self) -> tuple[type[Event], ...]:
+        """Upstream's name: the types a list-returning step may return bare."""
+        return self.single_returns
+
+    @property
+    def collect_params(self) -> list[tuple[str, Any]] | None:
+        """Upstream's step-config fact: ``(parameter, event type)`` of a multi-parameter
+        join, in order, else None."""
+        if not self.is_join:
+            return None
+        return [(name, types[0] if len(types) == 1 else types) for name, types in self.event_params]
+
+    @property
     def is_join(self) -> bool:
         """True when the step takes more than one event parameter (fires when all arrived)."""
         return len(self.event_params) > 1
@@ -63,7 +85,7 @@ class StepSpec:
     @property
     def is_collect(self) -> bool:
         """True when the step takes a ``list[E]`` parameter (fan-in of a fan-out)."""
-        return self.collection_param is not None
+        return self.collection_name is not None
 
     @property
     def resources(self) -> list[ResourceDefinition]:
@@ -267,7 +289,7 @@ def build_spec(
         retry_policy=retry_policy,
         accept_event_subclasses=accept_event_subclasses,
         is_fan_out=fan_out,
-        collection_param=params.collection,
+        collection_name=params.collection,
         collection_policy=params.policy,
         single_returns=single,
         role=role,

@@ -25,7 +25,7 @@ def event_types(types: Iterable[Any]) -> list[type[Event]]:
 def collected_types(spec: StepSpec) -> tuple[type[Event], ...]:
     """The element types of a collect step's ``list[E]`` parameter (empty otherwise)."""
     for name, types in spec.event_params:
-        if name == spec.collection_param:
+        if name == spec.collection_name:
             return types
     return ()
 
@@ -65,7 +65,7 @@ def same_level_types(
                 continue
             seen.add(event)
             for name, spec in steps.items():
-                if spec.collection_param is not None or not accepts_type(
+                if spec.collection_name is not None or not accepts_type(
                     event, spec.accepted_events, spec.accept_event_subclasses
                 ):
                     continue

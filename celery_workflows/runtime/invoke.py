@@ -21,9 +21,9 @@ async def _arguments(inv: Invocation, ctx: Context[Any], event: Event) -> dict[s
     kwargs: dict[str, Any] = {}
     if spec.context_parameter is not None:
         kwargs[spec.context_parameter] = ctx
-    if spec.is_collect and spec.collection_param is not None:
+    if spec.is_collect and spec.collection_name is not None:
         batch = inv.delivery.extra.get("batch", [inv.delivery.event])
-        kwargs[spec.collection_param] = [codec.decode_event(p) for p in batch]
+        kwargs[spec.collection_name] = [codec.decode_event(p) for p in batch]
     elif spec.is_join:
         joined = inv.delivery.extra["join"]
         for param, _ in spec.event_params:

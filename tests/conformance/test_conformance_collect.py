@@ -184,3 +184,43 @@ def test_collect_markers_are_validated(impl: SimpleNamespace) -> None:
         make(Annotated[Item, collect.Collect()])().run()
     with pytest.raises(impl.errors.WorkflowValidationError, match="must be All"):
         make(Annotated[list[Item], collect.Collect(collect.Cardinality())])().run()
+
+
+def test_the_step_config_tells_the_collection_facts(impl: SimpleNamespace) -> None:
+    collect = collect_of(impl)
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+
+    class Item(Event):
+        i: int
+
+    class Single(Event):
+        pass
+
+    class Other(Event):
+        pass
+
+    class Facts(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item] | Single:
+            return []
+
+        @step
+        async def gather(
+            self, evs: Annotated[list[Item], collect.Collect(collect.Take(2))]
+        ) -> Other:
+            return Other()
+
+        @step
+        async def join(self, single: Single, other: Other) -> StopEvent:
+            return StopEvent()
+
+    split, gather, join = (
+        Facts.split._step_config,
+        Facts.gather._step_config,
+        Facts.join._step_config,
+    )
+    assert split.is_fan_out and tuple(split.bare_return_types) == (Single,)
+    assert gather.collection_param == ("evs", (Item,))
+    assert gather.collection_policy == collect.Collect(collect.Take(2))
+    assert split.collection_param is None and split.collection_policy is None
+    assert list(join.collect_params) == [("single", Single), ("other", Other)]

@@ -183,7 +183,10 @@ class CeleryRuntime(BaseRuntime):
         self.app.task(name=name, shared=False, **options)(self._step_body(workflow_name, step))
 
     def _step_body(self, workflow_name: str, step: str) -> Any:
-        def run_step(delivery_id: Any) -> None:
+        # ``run_id`` is shown to operators (Flower, ``celery inspect``) and nothing else:
+        # the delivery id names the run in the store. Messages published before it was
+        # sent have no such keyword, and are run alike.
+        def run_step(delivery_id: Any, run_id: Any = None) -> None:
             # num_workers of the binding this process runs (not of the first registered).
             binding = self.engine.bindings.get(workflow_name)
             spec = binding.specs.get(step) if binding is not None else None

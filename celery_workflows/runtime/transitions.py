@@ -68,13 +68,17 @@ class StepEnd:
     error: BaseException | None = None
 
 
-def step_state(delivery: DeliveryRecord, state: StepState, event: Event) -> StepStateChanged:
-    """The internal event that says a step started or stopped on ``event``."""
+def step_state(
+    delivery: DeliveryRecord, state: StepState, event: Event, output: Event | None = None
+) -> StepStateChanged:
+    """The internal event that says a step started or stopped on ``event`` (stopped:
+    having produced ``output``, as upstream names it)."""
     return StepStateChanged(
         name=delivery.step,
         step_state=state,
         worker_id=delivery.delivery_id,
         input_event_name=type(event).__name__,
+        output_event_name=type(output).__name__ if output is not None else None,
     )
 
 
@@ -183,7 +187,8 @@ def _succeeded(
     if end.waiter is not None and end.waiter.get("timeout") is not None:
         added.append(timeout_delivery(delivery, end.waiter, now))
     if step_events:
-        stopped = step_state(delivery, StepState.NOT_RUNNING, end.event)
+        produced = outputs[0].event if outputs else None
+        stopped = step_state(delivery, StepState.NOT_RUNNING, end.event, produced)
         key = f"{delivery.delivery_id}:a{delivery.attempt}:stopped"
         writes.append(AppendStream(codec.encode_event(stopped), key))
     writes += [AddDeliveries(tuple(added)), SetMeta(meta), FinishDelivery(delivery.fence, "done")]

@@ -67,9 +67,6 @@ CELERY_DIFFERENCES: dict[str, str] = {
     "test_num_concurrent_runs_queues_runs_beyond_the_limit": (
         "num_concurrent_runs is not enforced by the Celery runtime yet"
     ),
-    "test_stream_events_hides_internal_events_unless_exposed": (
-        "the Celery runtime does not stream StepStateChanged (two stream writes a hop)"
-    ),
 }
 #: Timing-dependent on Celery (not strict).
 CELERY_TIMING = {

@@ -200,6 +200,10 @@ def inthread_celery_runtime(
         lease_seconds=10,
         heartbeat_seconds=2,
         sweep_interval=0.5,
+        # Every run streams its step events, as upstream's do: a test may open its stream
+        # with internal events after the run's only step ended. (By default a Celery run
+        # writes them once a reader asks: tests/integration/test_run_page.py.)
+        step_events=True,
     )
     # Workflows defined by the tests after this worker started reach it by themselves.
     with start_worker(app, pool="threads", concurrency=6, perform_ping_check=False):

@@ -12,18 +12,24 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from headless import Browser
 from test_server_client import WAIT, Served, events_of
 from workers import WorkerGroup
 
 from celery_workflows import Context, Workflow, step
-from celery_workflows.events import Event, HumanResponseEvent, StartEvent, StopEvent
+from celery_workflows.events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+)
 from celery_workflows.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from celery_workflows.server import WorkflowServer
 
@@ -68,34 +74,37 @@ class Report(Workflow):
         return StopEvent(result=f"a report of {ev.words} words")
 
 
+class AskName(Workflow):
+    """Waits for a human's answer (a minute at most)."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="name?"), timeout=60
+        )
+        return StopEvent(result=f"hello {answer.response}")
+
+
 class Boom(Workflow):
     @step
     async def explode(self, ev: StartEvent) -> StopEvent:
         raise ValueError("boom on purpose")
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed")
-    return found
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    chrome = Browser(tmp_path / "chromium-profile")
+    try:
+        yield chrome
+    finally:
+        chrome.close()
 
 
-def browse(url: str, tmp: Path, *, screenshot: Path | None = None) -> str:
-    """Load ``url`` in headless Chromium until its scripts settle: the DOM it built."""
-    args = [
-        chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--no-first-run", f"--user-data-dir={tmp / 'chromium-profile'}",
-        "--window-size=1280,900", "--virtual-time-budget=8000",
-    ]  # fmt: skip
-    if screenshot is not None:
-        args.append(f"--screenshot={screenshot}")
-    else:
-        args.append("--dump-dom")
-    done = subprocess.run([*args, url], capture_output=True, text=True, timeout=WAIT, check=True)
-    return done.stdout
+#: The page has shown a finished run: its steps and every event, to the stream's end.
+SHOWN_FINISHED = (
+    "document.body.dataset.state === 'run-finished'"
+    " && document.getElementById('events').dataset.ended === 'true'"
+)
 
 
 @pytest.fixture
@@ -103,47 +112,91 @@ async def page_server() -> AsyncIterator[Served]:
     server = WorkflowServer(api_token=TOKEN)
     server.add_workflow("report", Report(timeout=WAIT))
     server.add_workflow("boom", Boom(timeout=WAIT))
+    server.add_workflow("ask", AskName(timeout=WAIT), additional_events=[HumanResponseEvent])
     with Served(server) as served:
         yield served
 
 
 async def test_the_page_shows_a_real_run_on_its_timeline_in_chromium(
-    page_server: Served, tmp_path: Path
+    page_server: Served, browser: Browser, tmp_path: Path
 ) -> None:
     async with httpx.AsyncClient(base_url=page_server.url, headers=AUTH, timeout=WAIT) as http:
         ran = (await http.post("/workflows/report/run", json={})).json()
         assert ran["status"] == "completed", ran
         run_id = ran["handler_id"]
-    url = f"{page_server.url}/ui/?token={TOKEN}#run={run_id}"
-    dom = browse(url, tmp_path)
-    assert 'data-state="run-finished"' in dom and 'data-run-status="completed"' in dom, dom
+    browser.open(f"{page_server.url}/ui/?token={TOKEN}#run={run_id}")
+    await asyncio.to_thread(browser.wait_for, SHOWN_FINISHED)
+    dom = browser.dom()
+    assert 'data-run-status="completed"' in dom, dom
     steps = re.findall(r'<li data-step="(\w+)" data-status="(\w+)" data-attempt="(\d+)"', dom)
     assert steps == [("fetch", "done", "1"), ("parse", "done", "3"), ("summarize", "done", "1")]
     assert "retried 2\u00d7" in dom and "ConnectionError: parser unavailable (try 1)" in dom
     assert re.findall(r'data-type="(\w+)"', dom) == ["Note", "Note", "StopEvent"]
     assert "a report of 360 words" in dom
-    assert TOKEN not in dom  # taken from the address into session storage, never shown
+    # The token went from the address to the tab's session storage: not in the page.
+    assert TOKEN not in dom and TOKEN not in browser.evaluate("location.href")
     shot = tmp_path / "run-page.png"
-    browse(url, tmp_path, screenshot=shot)
+    browser.screenshot(shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     if os.environ.get("CW_RUN_PAGE_SCREENSHOT"):  # refreshing docs/run-page.png
         shutil.copy(shot, os.environ["CW_RUN_PAGE_SCREENSHOT"])
 
 
+async def test_the_page_follows_a_waiting_run_live(page_server: Served, browser: Browser) -> None:
+    async with httpx.AsyncClient(base_url=page_server.url, headers=AUTH, timeout=WAIT) as http:
+        run_id = (await http.post("/workflows/ask/run-nowait", json={})).json()["handler_id"]
+        browser.open(f"{page_server.url}/ui/?token={TOKEN}#run={run_id}")
+        await asyncio.to_thread(
+            browser.wait_for,
+            "document.body.dataset.runStatus === 'waiting'"
+            " && document.querySelectorAll('#events li').length === 1",
+        )
+        dom = browser.dom()
+        assert 'data-state="run-live"' in dom, dom
+        steps = re.findall(r'<li data-step="(\w+)" data-status="(\w+)"', dom)
+        assert steps == [("ask", "done"), ("ask", "pending")]  # the wait, its timeout
+        assert "ask waits for HumanResponseEvent (times out after 60 s)" in dom
+        assert "wait timeout, due" in dom
+        assert re.findall(r'data-type="(\w+)"', dom) == ["InputRequiredEvent"]
+        # The answer arrives while the page is open: it follows the run to its end.
+        event = {"type": "HumanResponseEvent", "value": {"response": "cy"}}
+        sent = await http.post(f"/events/{run_id}", json={"event": event})
+        assert sent.status_code == 200, sent.text
+        await asyncio.to_thread(browser.wait_for, SHOWN_FINISHED)
+    dom = browser.dom()
+    assert re.findall(r'data-type="(\w+)"', dom) == ["InputRequiredEvent", "StopEvent"]
+    assert 'data-run-status="completed"' in dom and "hello cy" in dom
+    steps = re.findall(r'<li data-step="(\w+)" data-status="(\w+)"', dom)
+    assert ("ask", "done") in steps and "waits for" not in dom
+
+
 async def test_the_page_lists_runs_and_asks_for_a_token_without_one(
-    page_server: Served, tmp_path: Path
+    page_server: Served, browser: Browser, tmp_path: Path
 ) -> None:
     async with httpx.AsyncClient(base_url=page_server.url, headers=AUTH, timeout=WAIT) as http:
         done = (await http.post("/workflows/report/run", json={})).json()
         failed = (await http.post("/workflows/boom/run", json={})).json()
-    dom = browse(f"{page_server.url}/ui/?token={TOKEN}", tmp_path)
-    assert 'data-state="list"' in dom, dom
+    browser.open(f"{page_server.url}/ui/?token={TOKEN}")
+    await asyncio.to_thread(browser.wait_for, "document.body.dataset.state === 'list'")
+    dom = browser.dom()
     links = re.findall(r'href="#run=(\w+)"', dom)
     assert links == [failed["handler_id"], done["handler_id"]]  # newest first
     assert '<span class="badge s-failed">failed</span>' in dom
-    # A fresh browser (no token in its session) gets the token form, and no data.
-    asked = browse(f"{page_server.url}/ui/", tmp_path / "fresh")
-    assert 'data-state="token"' in asked and done["handler_id"] not in asked
+    # Another browser (no token in its session) gets the token form, and no data; the
+    # token typed there is used.
+    fresh = Browser(tmp_path / "fresh-profile")
+    try:
+        fresh.open(f"{page_server.url}/ui/")
+        await asyncio.to_thread(fresh.wait_for, "document.body.dataset.state === 'token'")
+        assert done["handler_id"] not in fresh.dom()
+        fresh.evaluate(
+            f"document.getElementById('token-input').value = {TOKEN!r};"
+            "document.getElementById('token-form').requestSubmit()"
+        )
+        await asyncio.to_thread(fresh.wait_for, "document.body.dataset.state === 'list'")
+        assert done["handler_id"] in fresh.dom()
+    finally:
+        fresh.close()
 
 
 async def test_the_page_files_are_open_and_its_data_needs_the_token(page_server: Served) -> None:
@@ -182,7 +235,7 @@ async def test_the_runs_route_filters_and_pages(page_server: Served) -> None:
         assert [r["run_id"] for r in failed["runs"]] == ids[:1]
         assert failed["runs"][0]["error"] == {"type": "ValueError", "message": "boom on purpose"}
         report = (await http.get("/ui/api/runs", params={"workflow": "report"})).json()
-        assert len(report["runs"]) == 3 and report["workflows"] == ["report", "boom"]
+        assert len(report["runs"]) == 3 and report["workflows"] == ["report", "boom", "ask"]
         for bad in ({"status": "nope"}, {"limit": "0"}, {"cursor": "!!"}):
             assert (await http.get("/ui/api/runs", params=bad)).status_code == 400, bad
 

@@ -140,6 +140,7 @@ function stopFollowing() {
   if (!state.follow) return;
   state.follow.abort.abort();
   clearTimeout(state.follow.timer);
+  clearTimeout(state.follow.soon);
   state.follow = null;
 }
 
@@ -149,7 +150,7 @@ async function showRun(runId) {
   $("run-view").hidden = false;
   $("run-id").textContent = runId;
   $("events").replaceChildren();
-  const follow = { runId, abort: new AbortController(), timer: null, finished: false };
+  const follow = { runId, abort: new AbortController(), timer: null, soon: null, finished: false };
   state.follow = follow;
   await refreshTimeline(follow);
   followEvents(follow).catch(failed);
@@ -280,7 +281,16 @@ function onMessage(follow, block) {
     el("span", { class: "seq mono", text: id ?? "" }),
     el("span", { class: "type", text: event.type }),
     el("pre", { text: JSON.stringify(event.value) })));
-  refreshTimeline(follow).catch(failed);
+  soonRefresh(follow);
+}
+
+function soonRefresh(follow) {
+  // A burst of events reads the steps once, not once per event.
+  if (follow.soon) return;
+  follow.soon = setTimeout(() => {
+    follow.soon = null;
+    if (state.follow === follow) refreshTimeline(follow).catch(failed);
+  }, 250);
 }
 
 function endOfEvents(follow) {

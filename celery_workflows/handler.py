@@ -90,7 +90,7 @@ class WorkflowHandler:
         """Events written to the run's stream, ending with its StopEvent. Single use."""
         if self._streamed:
             raise WorkflowRuntimeError("All the streamed events have already been consumed.")
-        async for event in self._port.stream():
+        async for event in self._port.stream(internal=expose_internal):
             if isinstance(event, InternalDispatchEvent) and not expose_internal:
                 continue
             yield event

@@ -23,7 +23,9 @@ class CeleryDispatcher:
 
     The message carries only the delivery id; the event lives in the run store, so a
     lost message loses nothing (the sweeper publishes again) and a worker never decodes
-    anything from the broker but an id.
+    anything from the broker but an id. Its ``run_id`` keyword is for people: Flower and
+    ``celery inspect active|reserved|scheduled`` show which run a task belongs to (the
+    task body does not rely on it, and accepts a message without it).
     """
 
     def __init__(self, app: Celery) -> None:
@@ -38,6 +40,7 @@ class CeleryDispatcher:
             self.app.send_task(
                 task_name(item.workflow_name, item.step),
                 args=[item.delivery_id],
+                kwargs={"run_id": item.run_id},
                 task_id=item.delivery_id,
                 countdown=countdown,
             )

@@ -82,6 +82,10 @@ class CeleryRuntime(BaseRuntime):
         max_state_bytes: largest state (as JSON) a run may keep; an edit over it fails
             its step, naming run, step, size and limit. None: no limit. Default 10 MB.
         create_schema: migrate the database to the newest schema on first use.
+        step_events: stream StepStateChanged for every run, RUNNING as a step starts (two
+            stream writes a step). By default a run writes them only once a reader asks
+            (``stream_events(expose_internal=True)``, the server's ``include_internal``),
+            both at the step's end: see :mod:`celery_workflows.runtime.step_events`.
     """
 
     poll_interval = 0.05
@@ -99,6 +103,7 @@ class CeleryRuntime(BaseRuntime):
         max_event_bytes: int | None = 1_000_000,
         max_state_bytes: int | None = DEFAULT_MAX_STATE_BYTES,
         create_schema: bool = True,
+        step_events: bool = False,
     ) -> None:
         self.app = app
         self.database_url = database_url or os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE_URL
@@ -110,6 +115,7 @@ class CeleryRuntime(BaseRuntime):
         self.max_event_bytes = max_event_bytes
         self.max_state_bytes = max_state_bytes
         self.create_schema = create_schema
+        self.step_events = step_events
         super().__init__(
             self._make_sql_store,
             CeleryDispatcher(app),
@@ -148,6 +154,7 @@ class CeleryRuntime(BaseRuntime):
         engine.heartbeat = self.worker.heartbeat
         engine.max_crashes = self.max_crashes
         engine.max_event_bytes = self.max_event_bytes
+        engine.step_events = self.step_events
         for workflow in self._workflows.values():
             engine.register(workflow)
 
@@ -183,7 +190,10 @@ class CeleryRuntime(BaseRuntime):
         self.app.task(name=name, shared=False, **options)(self._step_body(workflow_name, step))
 
     def _step_body(self, workflow_name: str, step: str) -> Any:
-        def run_step(delivery_id: Any) -> None:
+        # ``run_id`` is shown to operators (Flower, ``celery inspect``) and nothing else:
+        # the delivery id names the run in the store. Messages published before it was
+        # sent have no such keyword, and are run alike.
+        def run_step(delivery_id: Any, run_id: Any = None) -> None:
             # num_workers of the binding this process runs (not of the first registered).
             binding = self.engine.bindings.get(workflow_name)
             spec = binding.specs.get(step) if binding is not None else None

@@ -108,8 +108,9 @@ class RunPort(Protocol):
         """Steps with a running delivery."""
         ...
 
-    def stream(self) -> AsyncIterator[Event]:
-        """The run's event stream, ending with its StopEvent."""
+    def stream(self, internal: bool = False) -> AsyncIterator[Event]:
+        """The run's event stream, ending with its StopEvent (``internal``: the reader
+        wants the runtime's internal events, which a runtime may write only on request)."""
         ...
 
     def result_event(self) -> StopEvent:

@@ -25,6 +25,7 @@ from .binding import Binding
 from .engine import Dispatcher, Engine
 from .snapshots import build_snapshot, resume_plan
 from .state import RunStateBackend
+from .step_events import request_step_events
 
 if TYPE_CHECKING:
     from ..context.context import Context
@@ -111,9 +112,9 @@ class RunHandle:
         """Steps with a running delivery."""
         return await self.runtime.running_steps(self.run_id)
 
-    def stream(self) -> AsyncIterator[Event]:
-        """The run's event stream."""
-        return self.runtime.stream(self.binding, self.run_id)
+    def stream(self, internal: bool = False) -> AsyncIterator[Event]:
+        """The run's event stream (``internal``: the reader wants step events too)."""
+        return self.runtime.stream(self.binding, self.run_id, internal=internal)
 
     def result_event(self) -> StopEvent:
         """The finished run's StopEvent."""
@@ -347,9 +348,12 @@ class BaseRuntime:
         await self.engine.cancel(binding, run_id)
 
     async def stream(
-        self, binding: Binding, run_id: str, after_seq: int = 0
+        self, binding: Binding, run_id: str, after_seq: int = 0, *, internal: bool = False
     ) -> AsyncIterator[Event]:
-        """Stream entries after ``after_seq`` until the run's final event."""
+        """Stream entries after ``after_seq`` until the run's final event (``internal``:
+        step events asked for, see ``step_events``)."""
+        if internal and not self.engine.step_events:
+            await request_step_events(self.store, run_id)
         seq = after_seq
         while True:
             signal = self._signal(run_id)

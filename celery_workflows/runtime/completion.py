@@ -23,6 +23,7 @@ from .routing import Output
 from .sends import on_collect, on_events_sent
 from .state import JournalCursor, collect_journal_id, invocation_journal, send_journal_id
 from .step_context import CollectNeeded
+from .step_events import append_running, wants_step_events
 from .transitions import StepEnd, on_step_end, reads_open_deliveries
 from .writes import Decision, SetStatus, apply, transact
 
@@ -77,6 +78,9 @@ class Completer:
             if end.sent and not end.journal_fresh:
                 marks = send_journal_id(end.journal_id)
                 done = {n for n, _ in end.sent if await txn.journal_get(marks, n) is not None}
+            step_events = self.engine.step_events or wants_step_events(run)
+            if step_events and not self.engine.step_events:
+                await append_running(txn, binding, delivery, end.event)
             decision = on_step_end(
                 binding,
                 run,
@@ -84,7 +88,7 @@ class Completer:
                 delivery,
                 end,
                 now=now,
-                step_events=self.engine.step_events,
+                step_events=step_events,
                 sent_done=done,
             )
             await apply(txn, decision.writes)

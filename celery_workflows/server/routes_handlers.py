@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import WorkflowRuntimeError
+from ..runtime.step_events import request_step_events
 from ..store.base import RunQuery, RunRecord, RunStatus
 from .catalog import Catalog, Served
 from .envelopes import EventParseError, is_internal, is_terminal, parse_event
@@ -132,6 +133,8 @@ def handler_routes(catalog: Catalog, heartbeat: float | None) -> list[Route]:
         after = _cursor(request, sse)
         served, run = await catalog.find(request.path_params["handler_id"])
         store = served.runtime().store
+        if internal and not run.finished and not served.runtime().engine.step_events:
+            await request_step_events(store, run.run_id)  # the run writes them from now on
         if after is None:  # "now": after whatever the stream holds at this moment
             held = await store.read_stream(run.run_id)
             cursor = held[-1].seq if held else 0

@@ -44,7 +44,8 @@ def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 class Guard:
     """ASGI middleware: token check, cross-site refusal and body limit, in that order.
 
-    - With a token, every path but ``/health`` needs ``Authorization: Bearer <token>``
+    - With a token, every path but ``open_paths`` (``/health``; the run page's files)
+      needs ``Authorization: Bearer <token>``
       (401 otherwise; compared in constant time).
     - A state-changing request a browser sends from another origin (its ``Origin`` is
       neither this host nor one of ``allowed_origins``) is refused (403): without CORS
@@ -60,9 +61,11 @@ class Guard:
         token: str | None,
         allowed_origins: Collection[str] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        open_paths: Collection[str] = OPEN_PATHS,
     ) -> None:
         self.app = app
         self.token = token
+        self.open_paths = frozenset(open_paths)
         self.allowed_origins = frozenset(allowed_origins)
         self.max_body_bytes = max_body_bytes
 
@@ -104,7 +107,7 @@ class Guard:
 
     def _refusal(self, request: Request) -> JSONResponse | None:
         path = _route_path(request.scope)
-        if self.token is not None and path not in OPEN_PATHS:
+        if self.token is not None and path not in self.open_paths:
             given = request.headers.get("authorization", "")
             scheme, _, credential = given.partition(" ")
             valid = scheme.lower() == "bearer" and hmac.compare_digest(

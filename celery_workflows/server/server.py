@@ -25,9 +25,11 @@ from ..store.base import RunStore
 from .catalog import Catalog
 from .hub import ChangeFeed, StreamHub
 from .routes_handlers import handler_routes
+from .routes_page import PAGE_PATHS, page_routes
 from .routes_workflows import workflow_routes
 from .security import (
     DEFAULT_MAX_BODY_BYTES,
+    OPEN_PATHS,
     Guard,
     error_response,
     http_error_response,
@@ -54,6 +56,8 @@ class WorkflowServer:
         sse_heartbeat_interval: seconds of silence before an SSE comment (None: never).
         change_feed: makes the :class:`ChangeFeed` of a run store's stream hub (default:
             :class:`~.hub.PollingFeed`, one read of all followed streams every 0.25 s).
+        run_page: serve the run page at ``/ui/`` (its files need no token; the data it
+            shows does: open ``/ui/?token=...`` or answer its prompt).
 
     Example::
 
@@ -71,6 +75,7 @@ class WorkflowServer:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         sse_heartbeat_interval: float | None = 25.0,
         change_feed: Callable[[RunStore], ChangeFeed] | None = None,
+        run_page: bool = True,
     ) -> None:
         self._catalog = Catalog(change_feed)
         token = resolve_token(api_token)
@@ -90,6 +95,7 @@ class WorkflowServer:
                 token=token,
                 allowed_origins=list(cors_origins or ()),
                 max_body_bytes=max_body_bytes,
+                open_paths=OPEN_PATHS | PAGE_PATHS if run_page else OPEN_PATHS,
             )
         )
 
@@ -104,6 +110,7 @@ class WorkflowServer:
             Route("/health", _health, methods=["GET"]),
             *workflow_routes(self._catalog),
             *handler_routes(self._catalog, sse_heartbeat_interval),
+            *(page_routes(self._catalog) if run_page else []),
         ]
         self.app = Starlette(
             routes=routes,

@@ -8,6 +8,8 @@ for sweeps, the dialect's ``INSERT ... ON CONFLICT DO NOTHING``, and connection 
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, Insert, Select, Table, event, text
@@ -148,11 +150,29 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         # WAL: readers never wait for the writer. NORMAL sync is crash-safe for the
         # process in WAL mode; only an OS crash can drop the last commits, atomically.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _set_wal(cursor: Any, within_s: float = 30.0) -> None:
+    """Switch a new database to WAL. The switch needs the database to itself and SQLite
+    answers "database is locked" at once (no busy wait) while another process writes
+    to it, e.g. migrates it: try again until ``within_s`` runs out. A database already in
+    WAL mode (every one after its first connection) answers at once."""
+    deadline = time.monotonic() + within_s
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -224,3 +224,39 @@ def test_the_step_config_tells_the_collection_facts(impl: SimpleNamespace) -> No
     assert gather.collection_policy == collect.Collect(collect.Take(2))
     assert split.collection_param is None and split.collection_policy is None
     assert list(join.collect_params) == [("single", Single), ("other", Other)]
+
+
+async def test_a_collecting_step_that_waits_keeps_its_members_when_resumed(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step, Context = (
+        impl.Event,
+        impl.StartEvent,
+        impl.StopEvent,
+        impl.step,
+        impl.Context,
+    )
+
+    class Item(Event):
+        i: int
+
+    class Asks(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item]:
+            return [Item(i=i) for i in range(3)]
+
+        @step
+        async def gather(self, ctx: Context, evs: list[Item]) -> StopEvent:
+            asked = impl.InputRequiredEvent(prefix="ok?")
+            answer = await ctx.wait_for_event(impl.HumanResponseEvent, waiter_event=asked)
+            return StopEvent(result=[sorted(e.i for e in evs), answer.response])
+
+    handler = Asks(timeout=10).run()
+
+    async def converse() -> None:
+        async for ev in handler.stream_events():
+            if isinstance(ev, impl.InputRequiredEvent):
+                handler.ctx.send_event(impl.HumanResponseEvent(response="yes"))
+
+    await bounded(converse(), 10)
+    assert await bounded(handler, 10) == [[0, 1, 2], "yes"]

@@ -88,6 +88,8 @@ class RunHandle:
         self.run_id = run_id
         self.workflow_name = binding.name
         self.store: StateStore[Any] = runtime.state_store(binding, run_id)
+        #: What keeps the run's stored data alive while this port is (see retention.py).
+        self.pin: object = None
 
     def status(self) -> str:
         """The run's committed status."""
@@ -353,27 +355,33 @@ class BaseRuntime:
         seq = after_seq
         while True:
             signal = self._signal(run_id)
-            entries = await self.store.read_stream(run_id, seq)
-            for entry in entries:
-                seq = entry.seq
-                event = binding.codec.decode_event(entry.event)
-                yield event
-                if isinstance(event, StopEvent):
-                    return
-            if not entries:
-                run = await self.store.get_run(run_id)
-                if run.finished and not await self.store.read_stream(run_id, seq):
-                    return
-                await self._wait(signal)
+            try:  # disarmed however the iteration ends: an armed signal pins its run id
+                entries = await self.store.read_stream(run_id, seq)
+                for entry in entries:
+                    seq = entry.seq
+                    event = binding.codec.decode_event(entry.event)
+                    yield event
+                    if isinstance(event, StopEvent):
+                        return
+                if not entries:
+                    run = await self.store.get_run(run_id)
+                    if run.finished and not await self.store.read_stream(run_id, seq):
+                        return
+                    await self._wait(signal)
+            finally:
+                self._wakeups.disarm(signal)
 
     async def result(self, binding: Binding, run_id: str) -> StopEvent:
         """Wait for the run to finish: its StopEvent, or the error it ended with."""
         while True:
             signal = self._signal(run_id)
-            run = await self.store.get_run(run_id)
-            if run.finished:
-                return self.outcome(binding, run)
-            await self._wait(signal)
+            try:
+                run = await self.store.get_run(run_id)
+                if run.finished:
+                    return self.outcome(binding, run)
+                await self._wait(signal)
+            finally:
+                self._wakeups.disarm(signal)
 
     def result_event(self, binding: Binding, run_id: str) -> StopEvent:
         """The StopEvent of a finished run, from sync code."""

@@ -288,3 +288,14 @@ def test_validate_resources_names_the_step_of_a_failing_nested_factory(
     assert str(info.value) == (
         "Resource validation failed:\n  - In step 'call', parameter 'api': TOKEN is not set"
     )
+
+
+async def test_factories_of_a_module_without_postponed_annotations_depend_on_each_other(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    from resource_shapes_eager import layered
+
+    built: list[str] = []
+    workflow_class = layered(impl, built)
+    assert await bounded(workflow_class().run()) == ["base", "top"]
+    assert built == ["base", "top"]

@@ -124,8 +124,12 @@ def _waiter_item(waiter: dict[str, Any], codec: Any, serializer: BaseSerializer)
     if waiter.get("default_id"):
         # Upstream derives an unnamed waiter's id from the awaited type, requirements and
         # work item; write it that way so upstream's re-run of the step finds its answer.
+        # With requirements, upstream's legacy id (no work item): upstream's step, run
+        # again on resume, finds this waiter by it and fills in the requirements.
         requirements = waiter.get("requirements") or {}
-        waiter_id = f"waiter_{waiter['waiting_for']}_{requirements}_{waiter['delivery_id']}"
+        waiter_id = f"waiter_{waiter['waiting_for']}_{requirements}"
+        if not requirements:
+            waiter_id += f"_{waiter['delivery_id']}"
     return {
         "waiter_id": waiter_id,
         "event": serializer.serialize(codec.decode_event(waiter["event"])),

@@ -309,3 +309,29 @@ async def test_a_retry_snapshot_resumes_in_the_other_implementation(
     [(at, retry_number, last)] = seen[1:]
     assert (retry_number, last) == (1, "first fails")
     assert at >= snapshot["workers"]["s"]["queue"][0]["not_before"] - 0.05
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize(
+    ("producer", "consumer"),
+    [("workflows", "celery_workflows"), ("celery_workflows", "workflows")],
+)
+async def test_a_wait_with_requirements_resumes_in_the_other_implementation(
+    get_impl: Any, bounded: Any, monkeypatch: pytest.MonkeyPatch, producer: str, consumer: str
+) -> None:
+    source, target = get_impl(producer), get_impl(consumer)
+    calls: list[str] = []
+    workflow, Answer = requiring_workflow(source, calls)
+    publish(monkeypatch, Answer)
+    snapshot = await snapshot_when_asked(source, workflow.run(), bounded, asks=1)
+
+    fresh, Answer2 = requiring_workflow(target, calls)
+    publish(monkeypatch, Answer2)
+    restored = target.Context.from_dict(fresh, snapshot, serializer=target.JsonSerializer())
+    handler = fresh.run(ctx=restored)
+    await asyncio.sleep(0.5)  # the step runs again and waits again, with its requirements
+    handler.ctx.send_event(Answer2(user="bob", text="from bob"))
+    await asyncio.sleep(0.3)
+    handler.ctx.send_event(Answer2(user="ada", text="from ada"))
+    assert await bounded(handler) == "from ada"
+    assert calls == ["ask", "ask", "ask"]

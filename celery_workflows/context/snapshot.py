@@ -55,15 +55,37 @@ def decode_state_payload(
 
 
 @dataclass
+class QueuedWork:
+    """A work item of a snapshot: an event for a step, with its retry history.
+
+    Times are POSIX seconds, as the snapshot keeps them. ``attempts`` counts the failed
+    attempts so far; ``not_before`` is when a retry waiting out its delay is due.
+    """
+
+    step: str
+    event: Event
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    last_failed_at: float | None = None
+    #: ``{"exception_type": ..., "exception_message": ...}`` of the last failure.
+    last_exception: dict[str, Any] | None = None
+    not_before: float | None = None
+
+
+@dataclass
 class ParsedSnapshot:
     """A snapshot read back: state, whether the run was live, and its pending work."""
 
     state: BaseModel
     is_running: bool
-    queued: list[tuple[str, Event]] = field(default_factory=list)
+    queued: list[QueuedWork] = field(default_factory=list)
     collect: dict[str, list[Event]] = field(default_factory=dict)
     #: (step, trigger event, waiter id, awaited event class)
     waiters: list[tuple[str, Event, str, type[Event]]] = field(default_factory=list)
+    #: Waits with requirements the snapshot does not keep (upstream writes only that
+    #: there were some): (step, trigger event, awaited event class). The step runs again
+    #: on its event and so waits again with its requirements, as upstream resumes it.
+    rewaits: list[tuple[str, Event, type[Event]]] = field(default_factory=list)
 
 
 def _parse_waiter(
@@ -115,12 +137,29 @@ def parse_snapshot(
     )
     for step, worker in (data.get("workers") or {}).items():
         for item in [*worker.get("in_progress", []), *worker.get("queue", [])]:
-            parsed.queued.append((step, _decode_event(item["event"], serializer)))
+            parsed.queued.append(_queued_work(step, item, serializer))
         for buffer_id, events in (worker.get("collected_events") or {}).items():
             parsed.collect[f"{step}|{buffer_id}"] = [_decode_event(e, serializer) for e in events]
         for waiter in worker.get("collected_waiters", []):
-            parsed.waiters.append(_parse_waiter(step, waiter, serializer, types))
+            found = _parse_waiter(step, waiter, serializer, types)
+            if waiter.get("has_requirements"):
+                parsed.rewaits.append((step, found[1], found[3]))
+            else:
+                parsed.waiters.append(found)
     return parsed
+
+
+def _queued_work(step: str, item: dict[str, Any], serializer: BaseSerializer) -> QueuedWork:
+    error = item.get("last_exception")
+    return QueuedWork(
+        step=step,
+        event=_decode_event(item["event"], serializer),
+        attempts=int(item.get("attempts") or 0),
+        first_attempt_at=item.get("first_attempt_at"),
+        last_failed_at=item.get("last_failed_at"),
+        last_exception=error if isinstance(error, dict) and "exception_type" in error else None,
+        not_before=item.get("not_before"),
+    )
 
 
 def _state_type_of(
@@ -145,17 +184,17 @@ def empty_worker() -> dict[str, Any]:
     }
 
 
-def work_item(event_json: str, item_id: str) -> dict[str, Any]:
-    """A queued work item in upstream's shape."""
+def work_item(event_json: str, item_id: str, retry: QueuedWork | None = None) -> dict[str, Any]:
+    """A queued work item in upstream's shape (``retry``: its retry history, if any)."""
     return {
         "event": event_json,
         "bound_events": None,
-        "attempts": 0,
-        "first_attempt_at": None,
-        "last_exception": None,
-        "last_failed_at": None,
+        "attempts": retry.attempts if retry else 0,
+        "first_attempt_at": retry.first_attempt_at if retry else None,
+        "last_exception": retry.last_exception if retry else None,
+        "last_failed_at": retry.last_failed_at if retry else None,
         "recovery_counts": {},
-        "not_before": None,
+        "not_before": retry.not_before if retry else None,
         "scope_path": [],
         "collection_release_payload": None,
         "work_item_id": item_id,
@@ -189,6 +228,7 @@ def snapshot_dict(
 
 __all__ = [
     "ParsedSnapshot",
+    "QueuedWork",
     "decode_state_payload",
     "empty_worker",
     "encode_state_payload",

@@ -26,57 +26,12 @@ from .engine import Dispatcher, Engine
 from .snapshots import build_snapshot, resume_plan
 from .state import RunStateBackend
 from .step_events import request_step_events
+from .wakeups import Wakeups
 
 if TYPE_CHECKING:
     from ..context.context import Context
     from ..handler import WorkflowHandler
     from ..workflow import Workflow
-
-
-class Wakeups:
-    """Events that waiters on a run sleep on, one per waiter, each bound to its own loop.
-
-    Callers may wait on the same run from several threads, each with its own event loop
-    (threaded web servers); a wake-up is delivered to each loop thread-safely.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._armed: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-        self._runs: dict[int, str] = {}
-
-    def arm(self, run_id: str) -> asyncio.Event:
-        """A new event for the calling loop, set at the next change of ``run_id``."""
-        event = asyncio.Event()
-        with self._lock:
-            self._armed.setdefault(run_id, []).append((asyncio.get_running_loop(), event))
-            self._runs[id(event)] = run_id
-        return event
-
-    def disarm(self, event: asyncio.Event) -> None:
-        """Forget ``event`` (its waiter woke up or gave up)."""
-        with self._lock:
-            run_id = self._runs.pop(id(event), None)
-            waiting = self._armed.get(run_id, []) if run_id is not None else []
-            waiting[:] = [(loop, e) for loop, e in waiting if e is not event]
-            if run_id is not None and not waiting:
-                self._armed.pop(run_id, None)
-
-    def wake(self, run_id: str) -> None:
-        """Set every event armed for ``run_id``."""
-        with self._lock:
-            waiting = self._armed.pop(run_id, [])
-            for event_id in [id(e) for _, e in waiting]:
-                self._runs.pop(event_id, None)
-        for loop, event in waiting:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if loop is running:
-                event.set()
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
 
 
 class RunHandle:
@@ -89,6 +44,8 @@ class RunHandle:
         self.run_id = run_id
         self.workflow_name = binding.name
         self.store: StateStore[Any] = runtime.state_store(binding, run_id)
+        #: What keeps the run's stored data alive while this port is (see retention.py).
+        self.pin: object = None
 
     def status(self) -> str:
         """The run's committed status."""
@@ -357,27 +314,33 @@ class BaseRuntime:
         seq = after_seq
         while True:
             signal = self._signal(run_id)
-            entries = await self.store.read_stream(run_id, seq)
-            for entry in entries:
-                seq = entry.seq
-                event = binding.codec.decode_event(entry.event)
-                yield event
-                if isinstance(event, StopEvent):
-                    return
-            if not entries:
-                run = await self.store.get_run(run_id)
-                if run.finished and not await self.store.read_stream(run_id, seq):
-                    return
-                await self._wait(signal)
+            try:  # disarmed however the iteration ends: an armed signal pins its run id
+                entries = await self.store.read_stream(run_id, seq)
+                for entry in entries:
+                    seq = entry.seq
+                    event = binding.codec.decode_event(entry.event)
+                    yield event
+                    if isinstance(event, StopEvent):
+                        return
+                if not entries:
+                    run = await self.store.get_run(run_id)
+                    if run.finished and not await self.store.read_stream(run_id, seq):
+                        return
+                    await self._wait(signal)
+            finally:
+                self._wakeups.disarm(signal)
 
     async def result(self, binding: Binding, run_id: str) -> StopEvent:
         """Wait for the run to finish: its StopEvent, or the error it ended with."""
         while True:
             signal = self._signal(run_id)
-            run = await self.store.get_run(run_id)
-            if run.finished:
-                return self.outcome(binding, run)
-            await self._wait(signal)
+            try:
+                run = await self.store.get_run(run_id)
+                if run.finished:
+                    return self.outcome(binding, run)
+                await self._wait(signal)
+            finally:
+                self._wakeups.disarm(signal)
 
     def result_event(self, binding: Binding, run_id: str) -> StopEvent:
         """The StopEvent of a finished run, from sync code."""

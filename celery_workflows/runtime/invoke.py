@@ -31,8 +31,11 @@ async def _arguments(inv: Invocation, ctx: Context[Any], event: Event) -> dict[s
     else:
         kwargs[spec.event_params[0][0]] = event
     manager = inv.binding.workflow._resource_manager
-    for name, descriptor in spec.resource_params:
-        kwargs[name] = await manager.get(descriptor)
+    # One scope for all of the step's parameters: an uncached resource asked for twice
+    # (directly or as a dependency) is built once for this invocation, as upstream.
+    with manager.resolution_scope():
+        for name, descriptor in spec.resource_params:
+            kwargs[name] = await manager.get(descriptor)
     return kwargs
 
 

@@ -7,6 +7,7 @@ dispatcher that runs each delivery as an asyncio task of the current loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections import OrderedDict, defaultdict
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..store.base import NewDelivery, RunStore, utcnow
 from ..store.memory import InMemoryRunStore
-from .base import BaseRuntime
+from .base import BaseRuntime, RunHandle
 from .binding import Binding
 from .engine import Dispatch, Engine
+from .retention import DEFAULT_KEEP_FINISHED, FinishedRuns, IdleWorkflows
 
 if TYPE_CHECKING:
     from ..context.context import Context
@@ -35,6 +37,7 @@ class InlineDispatcher:
         self.engine: Engine | None = None
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
         self.tasks: dict[str, set[asyncio.Task[None]]] = {}
+        self._timers: dict[str, set[asyncio.TimerHandle]] = {}
 
     def dispatch(self, items: Sequence[Dispatch]) -> None:
         """Schedule each delivery now, or at its ``not_before``."""
@@ -42,9 +45,25 @@ class InlineDispatcher:
         for item in items:
             delay = (item.not_before - utcnow()).total_seconds() if item.not_before else 0.0
             if delay > 0:
-                loop.call_later(delay, self._spawn, item)
+                # An empty context: a timer made inside a step must not keep that step's
+                # Context alive until it fires (a wait's timeout may be hours away).
+                holder: list[asyncio.TimerHandle] = []
+                timer = loop.call_later(
+                    delay, self._fire, item, holder, context=contextvars.Context()
+                )
+                holder.append(timer)
+                self._timers.setdefault(item.run_id, set()).add(timer)
             else:
                 self._spawn(item)
+
+    def _fire(self, item: Dispatch, holder: list[asyncio.TimerHandle]) -> None:
+        timers = self._timers.get(item.run_id)
+        if timers is not None:
+            timers.difference_update(holder)
+            if not timers:
+                del self._timers[item.run_id]
+        holder.clear()
+        self._spawn(item)
 
     def _spawn(self, item: Dispatch) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(item))
@@ -79,16 +98,29 @@ class InlineDispatcher:
         self.forget(run_id)
 
     def forget(self, run_id: str) -> None:
-        """Drop the per-run bookkeeping of a run that ended (tasks finish on their own)."""
+        """Drop the per-run bookkeeping of a run that ended (tasks finish on their own;
+        deliveries still waiting for their time are not sent)."""
         self.tasks.pop(run_id, None)
+        for timer in self._timers.pop(run_id, ()):
+            timer.cancel()
         for key in [k for k in self._limits if k[0] == run_id]:
             del self._limits[key]
 
 
 class LocalRuntime(BaseRuntime):
-    """Runs workflows in this process, in the current event loop (no servers)."""
+    """Runs workflows in this process, in the current event loop (no servers).
 
-    def __init__(self, store: RunStore | None = None) -> None:
+    Args:
+        store: the run store (default: a new in-memory store).
+        keep_finished: how many of the newest finished runs the in-memory store keeps
+            (readable by ``get_handler(run_id)`` with nothing else referring to them);
+            older ones are kept only by their live handlers and contexts, so a
+            long-lived caller does not grow.
+    """
+
+    def __init__(
+        self, store: RunStore | None = None, *, keep_finished: int = DEFAULT_KEEP_FINISHED
+    ) -> None:
         run_store = store or InMemoryRunStore()
         self.dispatcher: InlineDispatcher = InlineDispatcher()
         super().__init__(lambda: run_store, self.dispatcher)
@@ -96,6 +128,10 @@ class LocalRuntime(BaseRuntime):
         self._active: dict[str, set[str]] = defaultdict(set)
         self._queued: dict[str, list[tuple[Binding, str]]] = defaultdict(list)
         self._workflow_of: dict[str, str] = {}  # unfinished run id -> workflow name
+        #: Finished runs the in-memory store may forget (None: a store on disk keeps all).
+        live = isinstance(run_store, InMemoryRunStore)
+        self._retained = FinishedRuns(keep_finished) if live else None
+        self._idle = IdleWorkflows()
 
     def _configure(self, engine: Engine) -> None:
         self.dispatcher.engine = engine
@@ -111,6 +147,7 @@ class LocalRuntime(BaseRuntime):
     ) -> WorkflowHandler:
         """Start a run in this loop (queued while ``num_concurrent_runs`` are active)."""
         handler = super().start(workflow, ctx, start_event, run_id)
+        self._watch(handler)
         binding = self.binding(workflow)
         timeout = workflow._timeout
         if timeout is not None:
@@ -119,6 +156,23 @@ class LocalRuntime(BaseRuntime):
                 timeout, self._expire, binding, handler.run_id, timeout
             )
         return handler
+
+    def get_handler(self, run_id: str) -> WorkflowHandler:
+        """A handle on a run of this process (its workflow instance must be alive)."""
+        name = self.get_run(run_id).workflow_name
+        idle = self._idle.get(name) if name not in self.engine.bindings else None
+        if idle is not None:
+            self.binding(idle)
+        handler = super().get_handler(run_id)
+        self._watch(handler)
+        return handler
+
+    def _watch(self, handler: WorkflowHandler) -> None:
+        # The port holds the run's row: once the store released the run, its handlers
+        # and contexts keep it readable, and it goes with the last of them.
+        store = self.store
+        if isinstance(store, InMemoryRunStore) and isinstance(handler._port, RunHandle):
+            handler._port.pin = store.pin(handler.run_id)
 
     def _created(self, binding: Binding, run_id: str, deliveries: list[NewDelivery]) -> None:
         # Only a run just created takes a slot: a repeated start of an existing run (the
@@ -161,6 +215,21 @@ class LocalRuntime(BaseRuntime):
         if name is not None and active is not None and run_id in active:
             active.discard(run_id)
             self._release(name)
+        if name is not None and not self._active.get(name) and not self._queued.get(name):
+            self._let_go(name)
+        store = self.store
+        if self._retained is not None and isinstance(store, InMemoryRunStore):
+            for old in self._retained.finished(run_id):
+                store.release(old)
+                if self.engine.live_results is not None:
+                    self.engine.live_results.pop(old, None)
+
+    def _let_go(self, workflow_name: str) -> None:
+        # The binding holds the workflow instance: with no unfinished run of it left,
+        # only its handlers and contexts (and the caller) should keep it alive.
+        binding = self.engine.bindings.pop(workflow_name, None)
+        if binding is not None:
+            self._idle.put(binding.workflow)
 
     def _release(self, workflow_name: str) -> None:
         queue = self._queued.get(workflow_name)

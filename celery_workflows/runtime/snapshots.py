@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from .._serializers import BaseSerializer
 from .._sync import run_sync
-from ..context.snapshot import ParsedSnapshot, empty_worker, snapshot_dict, work_item
+from ..context.snapshot import (
+    ParsedSnapshot,
+    QueuedWork,
+    empty_worker,
+    snapshot_dict,
+    work_item,
+)
 from ..context.state_store import DictState
 from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
 from .binding import Binding
@@ -38,7 +45,8 @@ def build_snapshot(
             # A pending wait timeout is not a work item (the waiter itself is saved); one
             # that is re-running its step is, and its waiter is not.
             continue
-        item = work_item(serializer.serialize(codec.decode_event(d.event)), d.delivery_id)
+        event = codec.decode_event(d.event)
+        item = work_item(serializer.serialize(event), d.delivery_id, _retry_of(d, event))
         workers[d.step]["in_progress" if d.status == "running" else "queue"].append(item)
     for key, payloads in (run.meta.get("collect") or {}).items():
         step, _, buffer_id = key.partition("|")
@@ -55,13 +63,73 @@ def build_snapshot(
     return snapshot_dict(state, serializer, is_running=not run.finished, workers=workers)
 
 
+#: Marks a delivery that re-runs a step whose wait (with requirements) a snapshot kept
+#: without them: the wait is registered again, its waiter event not streamed again.
+REWAIT = "rewait"
+
+
+def _seconds(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def _retry_of(delivery: DeliveryRecord, event: Any) -> QueuedWork | None:
+    """The retry history of a pending retry, in the snapshot's terms (POSIX seconds)."""
+    retry = delivery.extra.get("retry")
+    if not retry:
+        return None
+    error = retry.get("last_error") or None
+    return QueuedWork(
+        step=delivery.step,
+        event=event,
+        attempts=int(retry.get("count", 0)),
+        # The first failure stands for the first attempt (the store keeps no start time).
+        first_attempt_at=_seconds(retry.get("first_failed_at")),
+        last_failed_at=_seconds(retry.get("last_failed_at")),
+        last_exception={k: error[k] for k in ("exception_type", "exception_message")}
+        if error
+        else None,
+        not_before=delivery.not_before.timestamp() if delivery.not_before else None,
+    )
+
+
+def _when(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
+def _resumed(delivery_id: str, work: QueuedWork, codec: Any) -> NewDelivery:
+    """A queued work item as a delivery: a retry keeps its count, times and due time."""
+    extra: dict[str, Any] = {}
+    if work.attempts:
+        first = work.first_attempt_at or work.last_failed_at
+        extra["retry"] = {
+            "count": work.attempts,
+            "first_failed_at": _iso(first),
+            "last_failed_at": _iso(work.last_failed_at or first),
+            "last_error": work.last_exception,
+        }
+        extra["retry"] = {k: v for k, v in extra["retry"].items() if v is not None}
+    event = codec.encode_event(work.event)
+    return NewDelivery(
+        delivery_id, work.step, event, not_before=_when(work.not_before), extra=extra
+    )
+
+
+def _iso(seconds: float | None) -> str | None:
+    when = _when(seconds)
+    return when.isoformat() if when is not None else None
+
+
 def _waiter_item(waiter: dict[str, Any], codec: Any, serializer: BaseSerializer) -> dict[str, Any]:
     waiter_id = waiter["waiter_id"]
     if waiter.get("default_id"):
         # Upstream derives an unnamed waiter's id from the awaited type, requirements and
         # work item; write it that way so upstream's re-run of the step finds its answer.
+        # With requirements, upstream's legacy id (no work item): upstream's step, run
+        # again on resume, finds this waiter by it and fills in the requirements.
         requirements = waiter.get("requirements") or {}
-        waiter_id = f"waiter_{waiter['waiting_for']}_{requirements}_{waiter['delivery_id']}"
+        waiter_id = f"waiter_{waiter['waiting_for']}_{requirements}"
+        if not requirements:
+            waiter_id += f"_{waiter['delivery_id']}"
     return {
         "waiter_id": waiter_id,
         "event": serializer.serialize(codec.decode_event(waiter["event"])),
@@ -81,10 +149,15 @@ def resume_plan(
     """Deliveries and meta that continue a run captured mid-flight in ``snapshot``."""
     codec = binding.codec
     deliveries = [
-        NewDelivery(child_id(f"{run_id}:resume", i), step, codec.encode_event(event))
-        for i, (step, event) in enumerate(snapshot.queued)
-        if step in binding.specs
+        _resumed(child_id(f"{run_id}:resume", i), work, codec)
+        for i, work in enumerate(snapshot.queued)
+        if work.step in binding.specs
     ]
+    for i, (step, trigger, awaited) in enumerate(snapshot.rewaits):
+        if step in binding.specs:
+            rewait = {REWAIT: [event_type_name(awaited)]}
+            again = child_id(f"{run_id}:resume", f"rewait/{i}")
+            deliveries.append(NewDelivery(again, step, codec.encode_event(trigger), extra=rewait))
     collect = {k: [codec.encode_event(e) for e in evs] for k, evs in snapshot.collect.items()}
     meta: dict[str, Any] = {"collect": collect} if collect else {}
     waiters = []
@@ -105,4 +178,4 @@ def resume_plan(
     return deliveries, meta
 
 
-__all__ = ["build_snapshot", "resume_plan"]
+__all__ = ["REWAIT", "build_snapshot", "resume_plan"]

@@ -23,7 +23,7 @@ from ..store.base import DeliveryRecord, RunStore
 from . import verbose as trace
 from .codec import event_type_name
 from .routing import Output, delivery_scope
-from .snapshots import build_snapshot
+from .snapshots import REWAIT, build_snapshot
 from .state import JOURNAL_GENERATION, JournalCursor, RunStateBackend, invocation_journal
 from .waits import timed_out_waiter_id, waiter_record
 
@@ -202,6 +202,8 @@ class Invocation:
         # The resumed invocation keeps this one's journal: it is for this retry generation.
         retries = int((self.delivery.extra.get("retry") or {}).get("count", 0))
         extra = {**self.delivery.extra, JOURNAL_GENERATION: retries}
+        if name in extra.pop(REWAIT, ()):
+            waiter_event = None  # asked before the snapshot; the wait is only registered
         waiter = waiter_record(
             waiter_id=wid,
             step=self.delivery.step,

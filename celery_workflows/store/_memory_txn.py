@@ -39,6 +39,9 @@ class RunRow:
     dedupe: dict[str, int] = field(default_factory=dict)
     #: Journal marks of the run's invocations (they go with the run).
     journal: dict[tuple[str, int], JournalMark] = field(default_factory=dict)
+    #: A released run's deliveries (see ``InMemoryRunStore.release``): they live and
+    #: die with the row.
+    kept: dict[str, DeliveryRecord] = field(default_factory=dict)
 
 
 class Tables(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ class InMemoryRunStore:
         self._deliveries: dict[str, DeliveryRecord] = {}
         self._open: dict[str, None] = {}  # open delivery ids of every run, for sweeps
         self._locks: dict[str, _LockSlot] = {}
+        #: Finished runs kept only while something holds their row (see release()).
+        self._released: weakref.WeakValueDictionary[str, RunRow] = weakref.WeakValueDictionary()
 
     # -- runs
 
@@ -171,17 +174,20 @@ class InMemoryRunStore:
 
     async def get_delivery(self, delivery_id: str) -> DeliveryRecord:
         """The committed delivery. Raises DeliveryNotFoundError."""
-        try:
-            return self._deliveries[delivery_id]
-        except KeyError:
-            raise DeliveryNotFoundError(delivery_id) from None
+        found = self._deliveries.get(delivery_id)
+        if found is None:  # a released run's? (rare: a stray message of a finished run)
+            rows = list(self._released.values())
+            found = next((r.kept[delivery_id] for r in rows if delivery_id in r.kept), None)
+        if found is None:
+            raise DeliveryNotFoundError(delivery_id)
+        return found
 
     async def list_deliveries(
         self, run_id: str, statuses: Sequence[DeliveryStatus] | None = None
     ) -> list[DeliveryRecord]:
         """A run's deliveries in creation order, optionally filtered by status."""
         row = self._row(run_id)
-        records = [self._deliveries[d] for d in row.delivery_ids]
+        records = [row.kept.get(d) or self._deliveries[d] for d in row.delivery_ids]
         if statuses is None:
             return records
         wanted = set(statuses)
@@ -213,6 +219,26 @@ class InMemoryRunStore:
             return False
         self._forget(run_id)
         return True
+
+    def release(self, run_id: str) -> RunRow | None:
+        """Keep a finished run only as long as something holds the returned row.
+
+        The in-process runtime gives the row to the handlers and contexts of the run, so
+        a run nobody refers to any more is freed (with its deliveries, which may hold live
+        exceptions and through their tracebacks the step's context). None if the run is
+        unknown or not finished.
+        """
+        row = self._runs.get(run_id)
+        if row is None or not row.record.finished:
+            return None
+        row.kept = {d: self._deliveries[d] for d in row.delivery_ids if d in self._deliveries}
+        self._forget(run_id)
+        self._released[run_id] = row
+        return row
+
+    def pin(self, run_id: str) -> RunRow | None:
+        """The run's row, to hold so that a released run stays readable (None: unknown)."""
+        return self._runs.get(run_id) or self._released.get(run_id)
 
     def _forget(self, run_id: str) -> None:
         row = self._runs.pop(run_id)  # its journal goes with it
@@ -282,7 +308,7 @@ class InMemoryRunStore:
         found: dict[str, list[StreamEntry]] = {}
         left = limit
         for run_id, after_seq in cursors.items():
-            row = self._runs.get(run_id)
+            row = self._runs.get(run_id) or self._released.get(run_id)
             if row is None or left <= 0:
                 continue
             entries = row.stream[max(after_seq, 0) : max(after_seq, 0) + left]
@@ -297,10 +323,10 @@ class InMemoryRunStore:
     # -- internals used by the transaction
 
     def _row(self, run_id: str) -> RunRow:
-        try:
-            return self._runs[run_id]
-        except KeyError:
-            raise RunNotFoundError(run_id) from None
+        row = self._runs.get(run_id) or self._released.get(run_id)
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return row
 
     @asynccontextmanager
     async def _hold(self, run_id: str) -> AsyncIterator[None]:

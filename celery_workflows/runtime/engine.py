@@ -82,6 +82,10 @@ class Engine:
         #: callers get the very object, like upstream's. Bounded; None turns it off.
         self.live_results: OrderedDict[str, Event] | None = None
         self.bindings: dict[str, Binding] = {}
+        #: In-process runs: the binding of the workflow instance that started each one,
+        #: until it ends (two instances of one class run concurrently, each its own
+        #: steps, as upstream). None: runs take their workflow's registered binding.
+        self.run_bindings: dict[str, Binding] | None = None
         self.listeners: list[Listener] = []
         self._completer = Completer(self)
 
@@ -110,8 +114,16 @@ class Engine:
         while len(self.live_results) > 1000:
             self.live_results.popitem(last=False)
 
+    def _binding_of(self, run_id: str, workflow_name: str) -> Binding | None:
+        started_here = self.run_bindings.get(run_id) if self.run_bindings is not None else None
+        if started_here is not None and started_here.name == workflow_name:
+            return started_here
+        return self.bindings.get(workflow_name)
+
     def notify(self, run_id: str, *, finished: bool = False) -> None:
         """Tell listeners that ``run_id`` changed (``finished``: it just ended)."""
+        if finished and self.run_bindings is not None:
+            self.run_bindings.pop(run_id, None)
         for listener in self.listeners:
             listener.changed(run_id, finished=finished)
 
@@ -156,6 +168,8 @@ class Engine:
             start_fingerprint=start_fingerprint(deliveries),
         )
         record, created = await self.store.create_run(new, deliveries)
+        if created and self.run_bindings is not None:
+            self.run_bindings[run_id] = binding  # before its first delivery is published
         if created and start_event is not None and binding.workflow._verbose:
             trace.added(start_event)
         if created and publish:
@@ -218,7 +232,7 @@ class Engine:
         if workflow_name is None:
             # The dispatcher usually says (it is in the task name); else ask the run row.
             workflow_name = (await self.store.get_run(delivery.run_id)).workflow_name
-        binding = self.bindings.get(workflow_name)
+        binding = self._binding_of(delivery.run_id, workflow_name)
         if binding is None:
             await self._unknown_workflow(delivery, workflow_name)
             return

@@ -74,6 +74,8 @@ def _retry_recover_or_fail(
     if delay is not None:
         retry.update(
             count=failures,
+            # When the first attempt started (its claim): ctx.retry_info() counts from it.
+            first_started_at=retry.get("first_started_at", delivery.updated_at.isoformat()),
             first_failed_at=first.isoformat(),
             last_failed_at=now.isoformat(),
             last_error=binding.codec.encode_error(exc),

@@ -137,6 +137,7 @@ class LocalRuntime(BaseRuntime):
         self.dispatcher.engine = engine
         engine.step_events = True
         engine.live_results = OrderedDict()
+        engine.run_bindings = {}
 
     def start(
         self,

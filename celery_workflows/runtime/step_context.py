@@ -19,7 +19,7 @@ from .._serializers import BaseSerializer
 from .._signature import StepSpec
 from ..context.state_store import StateStore
 from ..events import Event
-from ..store.base import DeliveryRecord, RunStore
+from ..store.base import DeliveryRecord, RunStore, utcnow
 from . import verbose as trace
 from .codec import event_type_name
 from .routing import Output, delivery_scope
@@ -230,13 +230,10 @@ class Invocation:
         from ..retry_policy import RetryInfo
 
         retry = self.delivery.extra.get("retry") or {}
-        first = retry.get("first_failed_at")
+        # As upstream: seconds since the first attempt started (0.0 on the first one).
+        first = retry.get("first_started_at") or retry.get("first_failed_at")
         last = retry.get("last_failed_at")
-        elapsed = (
-            (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
-            if first and last
-            else 0.0
-        )
+        elapsed = (utcnow() - datetime.fromisoformat(first)).total_seconds() if first else 0.0
         error = retry.get("last_error")
         return RetryInfo(
             retry_number=int(retry.get("count", 0)),

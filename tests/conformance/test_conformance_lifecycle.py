@@ -481,3 +481,43 @@ async def test_an_async_resource_factory_is_awaited(impl: SimpleNamespace, bound
             return StopEvent(result=token)
 
     assert await bounded(AsyncInjected().run()) == "token-1"
+
+
+async def test_two_instances_of_one_workflow_class_run_their_own_steps(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    StartEvent, StopEvent, step = impl.StartEvent, impl.StopEvent, impl.step
+
+    class Tagged(impl.Workflow):
+        def __init__(self, tag: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.tag = tag
+
+        @step
+        async def answer(self, ev: StartEvent) -> StopEvent:
+            await asyncio.sleep(0.05)
+            return StopEvent(result=self.tag)
+
+    first = Tagged("one", timeout=10).run()
+    second = Tagged("two", timeout=10).run()
+    assert [await bounded(first, 10), await bounded(second, 10)] == ["one", "two"]
+
+
+async def test_retry_info_counts_elapsed_time_from_the_first_attempt(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    StartEvent, StopEvent, step, Context = impl.StartEvent, impl.StopEvent, impl.step, impl.Context
+    elapsed: list[float] = []
+
+    class Slow(impl.Workflow):
+        @step(retry_policy=fixed_retries(impl, 3))
+        async def slow(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            elapsed.append(ctx.retry_info().elapsed_seconds)
+            await asyncio.sleep(0.3)  # the attempt's own time counts too
+            if len(elapsed) < 2:
+                raise ConnectionError("again")
+            return StopEvent(result=len(elapsed))
+
+    assert await bounded(Slow(timeout=10).run(), 10) == 2
+    assert elapsed[0] == 0.0
+    assert elapsed[1] >= 0.3  # since the first attempt started, not since it failed

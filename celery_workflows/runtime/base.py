@@ -1,14 +1,14 @@
 """What every runtime shares: starting runs, reading results and streams, snapshots.
 
 A runtime = an :class:`~celery_workflows.runtime.engine.Engine` (store + dispatcher) plus
-the way callers wait: in-process they are woken by the engine, from another process they
-poll the store.
+the way callers wait: on a :class:`~celery_workflows.store.changes.RunWatch` of the
+store's notifier, woken after a commit of the run (by the engine in this process, by
+PostgreSQL LISTEN/NOTIFY from any process), with a poll as a safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 import uuid
@@ -21,6 +21,7 @@ from ..context.state_store import StateStore
 from ..errors import WorkflowCancelledByUser, WorkflowRuntimeError, WorkflowTimeoutError
 from ..events import Event, StartEvent, StopEvent
 from ..store.base import NewDelivery, RunRecord, RunStore
+from ..store.changes import RunWatch
 from .binding import Binding
 from .engine import Dispatcher, Engine
 from .snapshots import build_snapshot, resume_plan
@@ -30,52 +31,6 @@ if TYPE_CHECKING:
     from ..context.context import Context
     from ..handler import WorkflowHandler
     from ..workflow import Workflow
-
-
-class Wakeups:
-    """Events that waiters on a run sleep on, one per waiter, each bound to its own loop.
-
-    Callers may wait on the same run from several threads, each with its own event loop
-    (threaded web servers); a wake-up is delivered to each loop thread-safely.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._armed: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-        self._runs: dict[int, str] = {}
-
-    def arm(self, run_id: str) -> asyncio.Event:
-        """A new event for the calling loop, set at the next change of ``run_id``."""
-        event = asyncio.Event()
-        with self._lock:
-            self._armed.setdefault(run_id, []).append((asyncio.get_running_loop(), event))
-            self._runs[id(event)] = run_id
-        return event
-
-    def disarm(self, event: asyncio.Event) -> None:
-        """Forget ``event`` (its waiter woke up or gave up)."""
-        with self._lock:
-            run_id = self._runs.pop(id(event), None)
-            waiting = self._armed.get(run_id, []) if run_id is not None else []
-            waiting[:] = [(loop, e) for loop, e in waiting if e is not event]
-            if run_id is not None and not waiting:
-                self._armed.pop(run_id, None)
-
-    def wake(self, run_id: str) -> None:
-        """Set every event armed for ``run_id``."""
-        with self._lock:
-            waiting = self._armed.pop(run_id, [])
-            for event_id in [id(e) for _, e in waiting]:
-                self._runs.pop(event_id, None)
-        for loop, event in waiting:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if loop is running:
-                event.set()
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
 
 
 class RunHandle:
@@ -137,8 +92,12 @@ class RunHandle:
 class BaseRuntime:
     """Runs workflows through one engine; subclasses choose dispatcher and waiting."""
 
-    #: Seconds between store polls while waiting; None = wait for in-process wake-ups only.
+    #: Seconds between store polls while waiting when the store cannot push the commits
+    #: of other processes (SQLite); None = wait for in-process wake-ups only.
     poll_interval: float | None = None
+    #: Seconds between store reads while waiting when the store pushes every commit
+    #: (PostgreSQL): only a notification lost while its listener reconnected waits this.
+    safety_poll: float = 1.0
 
     def __init__(
         self,
@@ -156,7 +115,6 @@ class BaseRuntime:
         self._engine_options = engine_options
         self._built: tuple[int, RunStore, Engine] | None = None
         self._lock = threading.Lock()
-        self._wakeups = Wakeups()
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- this process's store and engine ---------------------------------------------
@@ -204,20 +162,35 @@ class BaseRuntime:
     # --- wake-ups ----------------------------------------------------------------------
 
     def changed(self, run_id: str, *, finished: bool = False) -> None:
-        """Listener hook: wake whoever waits on ``run_id`` (in any thread or loop)."""
-        self._wakeups.wake(run_id)
+        """Listener hook: wake whoever waits on ``run_id`` in this process (any thread or
+        loop), before a notification from the database would."""
+        self.store.watch().wake(run_id)
 
-    def _signal(self, run_id: str) -> asyncio.Event:
-        # Taken before reading the store, so a change between the read and the wait is
-        # never missed.
-        return self._wakeups.arm(run_id)
+    def _watch(self, run_id: str) -> RunWatch:
+        """Subscribe to ``run_id``'s changes; close it (``with``) when done waiting.
 
-    async def _wait(self, signal: asyncio.Event) -> None:
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), self.poll_interval)
-        finally:
-            self._wakeups.disarm(signal)
+        Subscribed before the store is read, and cleared before each read, so a change
+        between a read and the wait is never missed.
+        """
+        return self.store.watch().subscribe(run_id)
+
+    def patience(self, watch: RunWatch) -> float | None:
+        """How long a waiter sleeps without a wake-up before it reads the store anyway."""
+        if self.poll_interval is None:
+            return None  # every commit happens in this process and wakes it
+        return self.safety_poll if watch.notifier.pushes else self.poll_interval
+
+    async def _wait(self, watch: RunWatch) -> None:
+        await watch.wait(self.patience(watch))
+
+    def describe_waiting(self) -> str:
+        """How callers wait on this runtime's store (for logs and the benchmark)."""
+        notifier = self.store.watch()
+        if self.poll_interval is None:
+            return "woken by this process's commits"
+        if notifier.pushes:
+            return f"woken by notifications, safety poll every {self.safety_poll:g} s"
+        return f"polls the store every {self.poll_interval * 1000:g} ms"
 
     def _inline(self) -> bool:
         return self.store.never_suspends
@@ -351,29 +324,32 @@ class BaseRuntime:
     ) -> AsyncIterator[Event]:
         """Stream entries after ``after_seq`` until the run's final event."""
         seq = after_seq
-        while True:
-            signal = self._signal(run_id)
-            entries = await self.store.read_stream(run_id, seq)
-            for entry in entries:
-                seq = entry.seq
-                event = binding.codec.decode_event(entry.event)
-                yield event
-                if isinstance(event, StopEvent):
-                    return
-            if not entries:
-                run = await self.store.get_run(run_id)
-                if run.finished and not await self.store.read_stream(run_id, seq):
-                    return
-                await self._wait(signal)
+        # Closed when the consumer stops (aclose, cancellation, a client gone) too.
+        with self._watch(run_id) as watch:
+            while True:
+                watch.clear()
+                entries = await self.store.read_stream(run_id, seq)
+                for entry in entries:
+                    seq = entry.seq
+                    event = binding.codec.decode_event(entry.event)
+                    yield event
+                    if isinstance(event, StopEvent):
+                        return
+                if not entries:
+                    run = await self.store.get_run(run_id)
+                    if run.finished and not await self.store.read_stream(run_id, seq):
+                        return
+                    await self._wait(watch)
 
     async def result(self, binding: Binding, run_id: str) -> StopEvent:
         """Wait for the run to finish: its StopEvent, or the error it ended with."""
-        while True:
-            signal = self._signal(run_id)
-            run = await self.store.get_run(run_id)
-            if run.finished:
-                return self.outcome(binding, run)
-            await self._wait(signal)
+        with self._watch(run_id) as watch:
+            while True:
+                watch.clear()
+                run = await self.store.get_run(run_id)
+                if run.finished:
+                    return self.outcome(binding, run)
+                await self._wait(watch)
 
     def result_event(self, binding: Binding, run_id: str) -> StopEvent:
         """The StopEvent of a finished run, from sync code."""

@@ -175,6 +175,11 @@ class MemoryTxn:
         deliveries = self._store._deliveries
         return [deliveries[d] for d in self._row.open_ids]
 
+    @property
+    def notifies(self) -> bool:
+        """True when the commit wakes the run's waiters (a stream entry or a status)."""
+        return bool(self._stream) or self._status is not None
+
     def commit(self) -> None:
         """Apply every buffered write; runs without awaiting, so it is atomic.
 

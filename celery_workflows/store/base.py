@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from .changes import ChangeNotifier
+
 RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 DeliveryStatus = Literal["pending", "running", "done", "failed", "cancelled"]
 ClaimOutcome = Literal[
@@ -388,6 +390,15 @@ class RunStore(Protocol):
 
         Stamping in the selecting transaction (rows locked, SKIP LOCKED) hands each
         delivery to one sweeper; sweepers of one database take turns (a lock).
+        """
+        ...
+
+    def watch(self) -> ChangeNotifier:
+        """Where callers waiting on runs subscribe (the wake-up seam, ``store/changes.py``).
+
+        After a commit that appends to a run's stream or changes its status, the run's
+        watches are woken: in every process when the notifier ``pushes`` (PostgreSQL
+        LISTEN/NOTIFY, the in-memory store), else in the committing process only.
         """
         ...
 

@@ -39,6 +39,7 @@ from celery_workflows.store.base import (
     first_published_at,
     utcnow,
 )
+from celery_workflows.store.changes import ChangeNotifier, LocalNotifier
 from celery_workflows.store.rules import (
     check_same_start,
     claim_outcome,
@@ -78,6 +79,8 @@ class InMemoryRunStore:
         self._deliveries: dict[str, DeliveryRecord] = {}
         self._open: dict[str, None] = {}  # open delivery ids of every run, for sweeps
         self._locks: dict[str, _LockSlot] = {}
+        # The store is its process's whole database: its own commits are every commit.
+        self._changes = LocalNotifier(pushes=True)
 
     # -- runs
 
@@ -120,6 +123,13 @@ class InMemoryRunStore:
                 txn.fences.append(fence)
             yield txn
             txn.commit()
+        if txn.notifies:
+            self._changes.wake(run_id)
+
+    def watch(self) -> ChangeNotifier:
+        """Where waiters on runs subscribe: woken by this store's commits (its process's
+        only ones), see ``store/changes.py``."""
+        return self._changes
 
     # -- deliveries
 

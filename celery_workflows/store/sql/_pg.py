@@ -90,6 +90,8 @@ class PgHotPath:
         self.finish_delivery = _sql(queries.finish_delivery)
         self.reschedule_delivery = _sql(queries.reschedule_delivery)
         self.cancel_open_deliveries = _sql(queries.cancel_open_deliveries)
+        assert queries.notify_run is not None  # the hot path is PostgreSQL's
+        self.notify_run: str | None = _sql(queries.notify_run)
         lock, lock_step, facts, claim = queries.pipelined_claim()
         # FOR UPDATE waits for a locked() block that holds this delivery's fence.
         self.claim_lock = _sql(lock)

@@ -7,7 +7,9 @@ here each side waits the way its users do, with the runtime's own settings:
   coroutine, with ``CeleryRuntime``'s default waiting (``bench_proj`` lowers
   ``poll_interval`` for the other figures; it is put back to the class default here);
 - plain: a chain of three no-op ``acks_late`` tasks on the same app, broker and worker,
-  awaited with ``AsyncResult.get()`` through the Redis result backend (pub/sub).
+  awaited with ``AsyncResult.get()`` through the Redis result backend (pub/sub);
+- polled: the run started the same way and its row read every 50 ms, as callers waited
+  before wake-ups on commit (issue 13): the before, measured in the same run as the after.
 
 The three are interleaved within each repeat (drift hits all alike). Cells: median and
 min-max over every sample; the ratio is ours / chain of the medians of the same run.
@@ -26,6 +28,8 @@ from celery import chain
 
 #: Upper bound of one run or chain.
 RUN_TIMEOUT = 60.0
+#: The poll of the "polled" contender: CeleryRuntime.poll_interval before issue 13.
+POLLED = 0.05
 
 
 def _sync_once(proj: ModuleType) -> float:
@@ -43,6 +47,17 @@ async def _async_once(proj: ModuleType) -> float:
     elapsed = time.perf_counter() - start
     if result != 3:
         raise RuntimeError(f"Linear3 returned {result!r}, expected 3")
+    return elapsed
+
+
+def _polled_once(proj: ModuleType) -> float:
+    start = time.perf_counter()
+    run_id = proj.linear.run().run_id
+    while not proj.runtime.get_run(run_id).finished:
+        time.sleep(POLLED)
+    elapsed = time.perf_counter() - start
+    if proj.runtime.get_run(run_id).status != "completed":
+        raise RuntimeError(f"Linear3 run {run_id} did not complete")
     return elapsed
 
 
@@ -68,15 +83,16 @@ def api_latency(proj: ModuleType, repeats: int, samples: int, warmup: int) -> di
             _sync_once(proj)
             loop.run_until_complete(_async_once(proj))
             _chain_once(proj)
-        got: dict[str, list[float]] = {"sync": [], "async": [], "chain": []}
-        ratios: dict[str, list[float]] = {"sync": [], "async": []}
+        got: dict[str, list[float]] = {"sync": [], "async": [], "polled": [], "chain": []}
+        ratios: dict[str, list[float]] = {"sync": [], "async": [], "polled": []}
         for _ in range(repeats):
-            this: dict[str, list[float]] = {"sync": [], "async": [], "chain": []}
+            this: dict[str, list[float]] = {key: [] for key in got}
             for _ in range(samples):
                 this["sync"].append(_sync_once(proj) * 1000)
                 this["async"].append(loop.run_until_complete(_async_once(proj)) * 1000)
+                this["polled"].append(_polled_once(proj) * 1000)
                 this["chain"].append(_chain_once(proj) * 1000)
-            for key in ("sync", "async"):
+            for key in ratios:
                 ratios[key].append(statistics.median(this[key]) / statistics.median(this["chain"]))
             for key, values in this.items():
                 got[key].extend(values)
@@ -87,11 +103,14 @@ def api_latency(proj: ModuleType, repeats: int, samples: int, warmup: int) -> di
     return {
         "sync_ms": summary(got["sync"]),
         "async_ms": summary(got["async"]),
+        "polled_ms": summary(got["polled"]),
         "chain_get_ms": summary(got["chain"]),
         "sync_ratio": statistics.median(got["sync"]) / chain_median,
         "async_ratio": statistics.median(got["async"]) / chain_median,
+        "polled_ratio": statistics.median(got["polled"]) / chain_median,
         "sync_ratio_per_repeat": summary(ratios["sync"]),
         "async_ratio_per_repeat": summary(ratios["async"]),
+        "polled_ratio_per_repeat": summary(ratios["polled"]),
         "samples": samples * repeats,
         "wait": _wait_setting(runtime),
     }
@@ -121,5 +140,11 @@ def api_latency_rows(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             cell(f["async_ms"], " ms"),
             cell(f["chain_get_ms"], " ms"),
             ratio(f["async_ratio"]),
+        ),
+        (
+            "the same run, its row polled every 50 ms (the wait before issue 13) vs `.get()`",
+            cell(f["polled_ms"], " ms"),
+            cell(f["chain_get_ms"], " ms"),
+            ratio(f["polled_ratio"]),
         ),
     ]

@@ -22,8 +22,8 @@ from celery_workflows.store.base import (
     RunRecord,
     RunStatus,
     StreamEntry,
-    first_published_at,
 )
+from celery_workflows.store.rules import first_published_at
 
 __all__ = ["MemoryTxn", "RunRow", "Tables", "fence_holds"]
 

@@ -160,12 +160,6 @@ class DueDelivery:
     workflow_name: str
 
 
-def first_published_at(now: datetime, not_before: datetime | None) -> datetime:
-    """``published_at`` of a new or rescheduled delivery: it is published right after its
-    commit, and a delayed one becomes consumable at ``not_before``."""
-    return not_before if not_before is not None and not_before > now else now
-
-
 @dataclass(frozen=True)
 class Claim:
     """Result of :meth:`RunStore.claim`: the delivery with its new attempt, or why not."""
@@ -394,12 +388,7 @@ class RunStore(Protocol):
         ...
 
     def watch(self) -> ChangeNotifier:
-        """Where callers waiting on runs subscribe (the wake-up seam, ``store/changes.py``).
-
-        After a commit that appends to a run's stream or changes its status, the run's
-        watches are woken: in every process when the notifier ``pushes`` (PostgreSQL
-        LISTEN/NOTIFY, the in-memory store), else in the committing process only.
-        """
+        """Where callers waiting on runs subscribe (the wake-up seam: ``changes.py``)."""
         ...
 
     async def close(self) -> None:

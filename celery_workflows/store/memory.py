@@ -36,13 +36,13 @@ from celery_workflows.store.base import (
     RunRecord,
     StepKey,
     StreamEntry,
-    first_published_at,
     utcnow,
 )
 from celery_workflows.store.changes import ChangeNotifier, LocalNotifier
 from celery_workflows.store.rules import (
     check_same_start,
     claim_outcome,
+    first_published_at,
     lease_expired,
     needs_republish,
     new_run_record,

@@ -25,8 +25,8 @@ from celery_workflows.store.base import (
     NewDelivery,
     RunRecord,
     RunStatus,
-    first_published_at,
 )
+from celery_workflows.store.rules import first_published_at
 from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import TxnThread

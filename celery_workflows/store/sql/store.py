@@ -145,9 +145,13 @@ class SqlRunStore:
         rows = delivery_rows(run.run_id, deliveries, 0, now)
 
         def txn(conn: Connection) -> tuple[RunRecord, bool]:
-            if conn.execute(self._q.insert_run, values).rowcount == 1:
-                if rows:
+            if self._db.hot is not None:
+                created = self._db.hot.create_run(conn, values, rows)
+            else:
+                created = conn.execute(self._q.insert_run, values).rowcount == 1
+                if created and rows:
                     conn.execute(self._q.insert_deliveries, rows)
+            if created:
                 return new_run_record(run, now), True
             existing = self._existing_run(conn, run)
             check_same_start(existing, run)  # raises: the transaction rolls back

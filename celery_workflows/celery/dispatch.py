@@ -40,4 +40,9 @@ class CeleryDispatcher:
                 args=[item.delivery_id],
                 task_id=item.delivery_id,
                 countdown=countdown,
+                # Step tasks store no result (the run store holds it). Without this, an
+                # app with a Redis result backend SUBSCRIBEs the publishing process to
+                # every delivery's result channel: a round trip per message in a web
+                # process, and subscriptions that nobody ever reads or drops.
+                ignore_result=True,
             )

@@ -158,8 +158,11 @@ def markdown(results: dict[str, Any]) -> str:
     figures = results["figures"]
     meta = results["meta"]
     rows: list[Row] = []
+    from _api_latency import api_latency_rows
+
     builders = {
         "latency": _latency_rows,
+        "api_latency": api_latency_rows,
         "throughput": _throughput_rows,
         "fanout": _fanout_rows,
         "inprocess": _inprocess_rows,

@@ -3,8 +3,11 @@
     .venv/bin/python bench/run.py            # full run (several minutes)
     .venv/bin/python bench/run.py --quick    # small counts, for the smoke test
     .venv/bin/python bench/run.py --only latency
+    .venv/bin/python bench/run.py --only api_latency --only throughput --in-flight 300
 
-Figures: latency (3-step run vs a plain Celery chain), throughput (runs in flight, 1 and 2
+Figures: latency (3-step run vs a plain Celery chain), api_latency (the same through the
+public API, ``workflow.run().result()`` and ``await workflow.run()``, vs a chain's
+``.get()``), throughput (runs in flight, 1 and 2
 workers, vs plain tasks), fanout (fan-out/fan-in vs a chord), inprocess (LocalRuntime vs
 upstream workflows), cost (worker peak RSS, database bytes per run, statements and
 transactions per step hop), dbos_peer (bench/dbos_peer.py, when present).
@@ -24,7 +27,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
 from _harness import BROKER_URL, HERE, ROOT, WORKER_CONCURRENCY, scratch_database
 
-FIGURES = ("latency", "throughput", "fanout", "inprocess", "cost", "dbos_peer")
-CELERY_FIGURES = {"latency", "throughput", "fanout", "cost"}
+FIGURES = ("latency", "api_latency", "throughput", "fanout", "inprocess", "cost", "dbos_peer")
+CELERY_FIGURES = {"latency", "api_latency", "throughput", "fanout", "cost"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Counts:
 
     repeats: int
     latency_samples: int
+    api_samples: int
     warmup: int
     in_flight: int
     fanout_events: int
@@ -53,11 +57,11 @@ class Counts:
 
 
 FULL = Counts(
-    repeats=5, latency_samples=50, warmup=10, in_flight=1000, fanout_events=100,
+    repeats=5, latency_samples=50, api_samples=40, warmup=10, in_flight=1000, fanout_events=100,
     inprocess_runs=300, sql_runs=20, peer_runs=50,
 )  # fmt: skip
 QUICK = Counts(
-    repeats=2, latency_samples=20, warmup=3, in_flight=100, fanout_events=20,
+    repeats=2, latency_samples=20, api_samples=5, warmup=3, in_flight=100, fanout_events=20,
     inprocess_runs=20, sql_runs=5, peer_runs=10,
 )  # fmt: skip
 
@@ -120,6 +124,11 @@ def _on_workers(
             cost["db_bytes_per_run"] = ours1["db_bytes_per_run"]
         if "latency" in selected:
             out["latency"] = latency(proj, client, repeats, counts.latency_samples, counts.warmup)
+        if "api_latency" in selected:
+            from _api_latency import api_latency
+
+            samples, warmup = counts.api_samples, counts.warmup
+            out["api_latency"] = api_latency(proj, repeats, samples, warmup)
         if "fanout" in selected:
             out["fanout"] = fanout(proj, client, repeats, counts.fanout_events)
     if measure_batches:
@@ -210,6 +219,10 @@ NOTES = {
     "latency": "latency: start-to-result from this process; one worker serves both contenders, "
     "runs and chains interleaved; both callers poll for the result every 2 ms (ours the run "
     "row, plain the result key in Redis).",
+    "api_latency": "public API: start-to-result through `workflow.run().result()` (sync) and "
+    "`await workflow.run()` (async) with the runtime's shipped waiting, next to a chain of 3 "
+    "no-op acks_late tasks awaited with `.get()` (Redis result backend, pub/sub); one worker "
+    "serves all three, interleaved; median (min-max) over every run.",
     "throughput": "throughput: start N runs (N chains of 3 for plain, the same 3N messages), "
     "time until all finished, starting included; each contender on its own fresh workers.",
     "fanout": "fan-out: one step returns N events, a num_workers=4 step edits state once per "
@@ -245,11 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, measure, write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
-    parser.add_argument("--only", choices=FIGURES, help="measure one figure")
+    parser.add_argument(
+        "--only", choices=FIGURES, action="append", help="measure this figure (repeatable)"
+    )
+    parser.add_argument("--in-flight", type=int, help="runs in flight for throughput")
+    parser.add_argument("--repeats", type=int, help="repeats per figure")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     args = parser.parse_args(argv)
     counts = QUICK if args.quick else FULL
-    selected = {args.only} if args.only else set(FIGURES)
+    if args.in_flight is not None:
+        counts = replace(counts, in_flight=args.in_flight)
+    if args.repeats is not None:
+        counts = replace(counts, repeats=args.repeats)
+    selected = set(args.only) if args.only else set(FIGURES)
     started_at = datetime.now(UTC).replace(microsecond=0)
     with _harness.exclusive():
         clock = time.perf_counter()  # the run, not the wait for another one

@@ -43,4 +43,9 @@ class CeleryDispatcher:
                 kwargs={"run_id": item.run_id},
                 task_id=item.delivery_id,
                 countdown=countdown,
+                # Step tasks store no result (the run store holds it). Without this, an
+                # app with a Redis result backend SUBSCRIBEs the publishing process to
+                # every delivery's result channel: a round trip per message in a web
+                # process, and subscriptions that nobody ever reads or drops.
+                ignore_result=True,
             )

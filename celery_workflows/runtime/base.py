@@ -1,14 +1,14 @@
 """What every runtime shares: starting runs, reading results and streams, snapshots.
 
 A runtime = an :class:`~celery_workflows.runtime.engine.Engine` (store + dispatcher) plus
-the way callers wait: in-process they are woken by the engine, from another process they
-poll the store.
+the way callers wait: on a :class:`~celery_workflows.store.changes.RunWatch` of the
+store's notifier, woken after a commit of the run (by the engine in this process, by
+PostgreSQL LISTEN/NOTIFY from any process), with a poll as a safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 import uuid
@@ -21,12 +21,12 @@ from ..context.state_store import StateStore
 from ..errors import WorkflowCancelledByUser, WorkflowRuntimeError, WorkflowTimeoutError
 from ..events import Event, StartEvent, StopEvent
 from ..store.base import NewDelivery, RunRecord, RunStore
+from ..store.changes import RunWatch
 from .binding import Binding
 from .engine import Dispatcher, Engine
 from .snapshots import build_snapshot, resume_plan
 from .state import RunStateBackend
 from .step_events import request_step_events
-from .wakeups import Wakeups
 
 if TYPE_CHECKING:
     from ..context.context import Context
@@ -95,8 +95,12 @@ class RunHandle:
 class BaseRuntime:
     """Runs workflows through one engine; subclasses choose dispatcher and waiting."""
 
-    #: Seconds between store polls while waiting; None = wait for in-process wake-ups only.
+    #: Seconds between store polls while waiting when the store cannot push the commits
+    #: of other processes (SQLite); None = wait for in-process wake-ups only.
     poll_interval: float | None = None
+    #: Seconds between store reads while waiting when the store pushes every commit
+    #: (PostgreSQL): only a notification lost while its listener reconnected waits this.
+    safety_poll: float = 1.0
 
     def __init__(
         self,
@@ -114,7 +118,6 @@ class BaseRuntime:
         self._engine_options = engine_options
         self._built: tuple[int, RunStore, Engine] | None = None
         self._lock = threading.Lock()
-        self._wakeups = Wakeups()
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- this process's store and engine ---------------------------------------------
@@ -162,20 +165,35 @@ class BaseRuntime:
     # --- wake-ups ----------------------------------------------------------------------
 
     def changed(self, run_id: str, *, finished: bool = False) -> None:
-        """Listener hook: wake whoever waits on ``run_id`` (in any thread or loop)."""
-        self._wakeups.wake(run_id)
+        """Listener hook: wake whoever waits on ``run_id`` in this process (any thread or
+        loop), before a notification from the database would."""
+        self.store.watch().wake(run_id)
 
-    def _signal(self, run_id: str) -> asyncio.Event:
-        # Taken before reading the store, so a change between the read and the wait is
-        # never missed.
-        return self._wakeups.arm(run_id)
+    def _watch(self, run_id: str) -> RunWatch:
+        """Subscribe to ``run_id``'s changes; close it (``with``) when done waiting.
 
-    async def _wait(self, signal: asyncio.Event) -> None:
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), self.poll_interval)
-        finally:
-            self._wakeups.disarm(signal)
+        Subscribed before the store is read, and cleared before each read, so a change
+        between a read and the wait is never missed.
+        """
+        return self.store.watch().subscribe(run_id)
+
+    def patience(self, watch: RunWatch) -> float | None:
+        """How long a waiter sleeps without a wake-up before it reads the store anyway."""
+        if self.poll_interval is None:
+            return None  # every commit happens in this process and wakes it
+        return self.safety_poll if watch.notifier.pushes else self.poll_interval
+
+    async def _wait(self, watch: RunWatch) -> None:
+        await watch.wait(self.patience(watch))
+
+    def describe_waiting(self) -> str:
+        """How callers wait on this runtime's store (for logs and the benchmark)."""
+        notifier = self.store.watch()
+        if self.poll_interval is None:
+            return "woken by this process's commits"
+        if notifier.pushes:
+            return f"woken by notifications, safety poll every {self.safety_poll:g} s"
+        return f"polls the store every {self.poll_interval * 1000:g} ms"
 
     def _inline(self) -> bool:
         return self.store.never_suspends
@@ -312,9 +330,10 @@ class BaseRuntime:
         if internal and not self.engine.step_events:
             await request_step_events(self.store, run_id)
         seq = after_seq
-        while True:
-            signal = self._signal(run_id)
-            try:  # disarmed however the iteration ends: an armed signal pins its run id
+        # Closed when the consumer stops (aclose, cancellation, a client gone) too.
+        with self._watch(run_id) as watch:
+            while True:
+                watch.clear()
                 entries = await self.store.read_stream(run_id, seq)
                 for entry in entries:
                     seq = entry.seq
@@ -326,21 +345,17 @@ class BaseRuntime:
                     run = await self.store.get_run(run_id)
                     if run.finished and not await self.store.read_stream(run_id, seq):
                         return
-                    await self._wait(signal)
-            finally:
-                self._wakeups.disarm(signal)
+                    await self._wait(watch)
 
     async def result(self, binding: Binding, run_id: str) -> StopEvent:
         """Wait for the run to finish: its StopEvent, or the error it ended with."""
-        while True:
-            signal = self._signal(run_id)
-            try:
+        with self._watch(run_id) as watch:
+            while True:
+                watch.clear()
                 run = await self.store.get_run(run_id)
                 if run.finished:
                     return self.outcome(binding, run)
-                await self._wait(signal)
-            finally:
-                self._wakeups.disarm(signal)
+                await self._wait(watch)
 
     def result_event(self, binding: Binding, run_id: str) -> StopEvent:
         """The StopEvent of a finished run, from sync code."""

@@ -148,7 +148,7 @@ class LocalRuntime(BaseRuntime):
     ) -> WorkflowHandler:
         """Start a run in this loop (queued while ``num_concurrent_runs`` are active)."""
         handler = super().start(workflow, ctx, start_event, run_id)
-        self._watch(handler)
+        self._pin(handler)
         binding = self.binding(workflow)
         timeout = workflow._timeout
         if timeout is not None:
@@ -165,10 +165,10 @@ class LocalRuntime(BaseRuntime):
         if idle is not None:
             self.binding(idle)
         handler = super().get_handler(run_id)
-        self._watch(handler)
+        self._pin(handler)
         return handler
 
-    def _watch(self, handler: WorkflowHandler) -> None:
+    def _pin(self, handler: WorkflowHandler) -> None:
         # The port holds the run's row: once the store released the run, its handlers
         # and contexts keep it readable, and it goes with the last of them.
         store = self.store

@@ -18,6 +18,7 @@ from ..events import Event
 from ..runtime.base import BaseRuntime
 from ..store.base import RunRecord, RunStore, StreamEntry
 from .envelopes import envelope, event_registry, handler_data, unreadable_envelope
+from .feeds import default_feed
 from .hub import ChangeFeed, StreamHub
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ class Catalog:
         key = (id(store), id(asyncio.get_running_loop()))
         hub = self._hubs.get(key)
         if hub is None or hub.store is not store:
-            feed = self._feed_factory(store) if self._feed_factory is not None else None
+            make_feed = self._feed_factory or default_feed
+            feed = make_feed(store)
             hub = self._hubs[key] = StreamHub(store, feed)
         return hub
 

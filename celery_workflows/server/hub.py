@@ -3,8 +3,8 @@
 A client that follows a run does not read the database: it subscribes here, and a single
 background task reads the new entries of every followed run in one store call
 (:meth:`RunStore.read_streams`) and hands each subscriber its share. When to read is the
-:class:`ChangeFeed`'s call: :class:`PollingFeed` reads every ``interval``; a feed woken by
-PostgreSQL LISTEN/NOTIFY can replace it without touching the hub.
+:class:`ChangeFeed`'s call: :class:`PollingFeed` reads every ``interval``;
+:class:`~.feeds.NotifyFeed` when a followed run commits (PostgreSQL LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class ChangeFeed(Protocol):
     async def wait(self, run_ids: Collection[str]) -> None:
         """Return when any of ``run_ids`` may have changed (or after a while anyway)."""
         ...
+
+    # Optional: ``stop()``, called when the hub's reader ends (nobody follows a run), so
+    # a feed that subscribed to runs stops listening (see ``StreamHub._run``).
 
 
 class PollingFeed:
@@ -121,15 +124,20 @@ class StreamHub:
                 await task
 
     async def _run(self) -> None:
-        while self._subs:
-            self._nudge.clear()
-            try:
-                await self._read_once()
-            except Exception:  # a store outage: keep the streams, try again next tick
-                log.exception("reading the streams of %d runs failed", len(self._subs))
-            if not self._subs:
-                break
-            await self._wait()
+        try:
+            while self._subs:
+                self._nudge.clear()
+                try:
+                    await self._read_once()
+                except Exception:  # a store outage: keep the streams, try again next tick
+                    log.exception("reading the streams of %d runs failed", len(self._subs))
+                if not self._subs:
+                    break
+                await self._wait()
+        finally:
+            stop = getattr(self.feed, "stop", None)
+            if callable(stop):
+                stop()
 
     async def _wait(self) -> None:
         runs = {sub.run_id for sub in self._subs}

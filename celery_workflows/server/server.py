@@ -55,7 +55,9 @@ class WorkflowServer:
         max_body_bytes: largest request body (413 above it).
         sse_heartbeat_interval: seconds of silence before an SSE comment (None: never).
         change_feed: makes the :class:`ChangeFeed` of a run store's stream hub (default:
-            :class:`~.hub.PollingFeed`, one read of all followed streams every 0.25 s).
+            :func:`~.feeds.default_feed`: :class:`~.feeds.NotifyFeed`, woken when a
+            followed run commits, on a store that pushes commits (PostgreSQL, memory);
+            else :class:`~.hub.PollingFeed`, one read of all followed streams every 0.25 s).
         run_page: serve the run page at ``/ui/`` (its files need no token; the data it
             shows does: open ``/ui/?token=...`` or answer its prompt).
 

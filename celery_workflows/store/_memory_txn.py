@@ -22,8 +22,8 @@ from celery_workflows.store.base import (
     RunRecord,
     RunStatus,
     StreamEntry,
-    first_published_at,
 )
+from celery_workflows.store.rules import first_published_at
 
 __all__ = ["MemoryTxn", "RunRow", "Tables", "fence_holds"]
 
@@ -177,6 +177,11 @@ class MemoryTxn:
         """The run's committed pending and running deliveries."""
         deliveries = self._store._deliveries
         return [deliveries[d] for d in self._row.open_ids]
+
+    @property
+    def notifies(self) -> bool:
+        """True when the commit wakes the run's waiters (a stream entry or a status)."""
+        return bool(self._stream) or self._status is not None
 
     def commit(self) -> None:
         """Apply every buffered write; runs without awaiting, so it is atomic.

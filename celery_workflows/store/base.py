@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from .changes import ChangeNotifier
+
 RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 DeliveryStatus = Literal["pending", "running", "done", "failed", "cancelled"]
 ClaimOutcome = Literal[
@@ -156,12 +158,6 @@ class DueDelivery:
 
     delivery: DeliveryRecord
     workflow_name: str
-
-
-def first_published_at(now: datetime, not_before: datetime | None) -> datetime:
-    """``published_at`` of a new or rescheduled delivery: it is published right after its
-    commit, and a delayed one becomes consumable at ``not_before``."""
-    return not_before if not_before is not None and not_before > now else now
 
 
 @dataclass(frozen=True)
@@ -389,6 +385,10 @@ class RunStore(Protocol):
         Stamping in the selecting transaction (rows locked, SKIP LOCKED) hands each
         delivery to one sweeper; sweepers of one database take turns (a lock).
         """
+        ...
+
+    def watch(self) -> ChangeNotifier:
+        """Where callers waiting on runs subscribe (the wake-up seam: ``changes.py``)."""
         ...
 
     async def close(self) -> None:

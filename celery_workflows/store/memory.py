@@ -37,12 +37,13 @@ from celery_workflows.store.base import (
     RunRecord,
     StepKey,
     StreamEntry,
-    first_published_at,
     utcnow,
 )
+from celery_workflows.store.changes import ChangeNotifier, LocalNotifier
 from celery_workflows.store.rules import (
     check_same_start,
     claim_outcome,
+    first_published_at,
     lease_expired,
     needs_republish,
     new_run_record,
@@ -81,6 +82,8 @@ class InMemoryRunStore:
         self._locks: dict[str, _LockSlot] = {}
         #: Finished runs kept only while something holds their row (see release()).
         self._released: weakref.WeakValueDictionary[str, RunRow] = weakref.WeakValueDictionary()
+        # The store is its process's whole database: its own commits are every commit.
+        self._changes = LocalNotifier(pushes=True)
 
     # -- runs
 
@@ -123,6 +126,13 @@ class InMemoryRunStore:
                 txn.fences.append(fence)
             yield txn
             txn.commit()
+        if txn.notifies:
+            self._changes.wake(run_id)
+
+    def watch(self) -> ChangeNotifier:
+        """Where waiters on runs subscribe: woken by this store's commits (its process's
+        only ones), see ``store/changes.py``."""
+        return self._changes
 
     # -- deliveries
 

@@ -19,6 +19,7 @@ from celery_workflows.store.base import (
 __all__ = [
     "check_same_start",
     "claim_outcome",
+    "first_published_at",
     "lease_expired",
     "needs_republish",
     "new_run_record",
@@ -141,3 +142,9 @@ def run_matches(run: RunRecord, query: RunQuery) -> bool:
         and (query.created_after is None or run.created_at >= query.created_after)
         and (query.created_before is None or run.created_at < query.created_before)
     )
+
+
+def first_published_at(now: datetime, not_before: datetime | None) -> datetime:
+    """``published_at`` of a new or rescheduled delivery: it is published right after its
+    commit, and a delayed one becomes consumable at ``not_before``."""
+    return not_before if not_before is not None and not_before > now else now

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Summaries (median/min/max) each figure must hold, as key paths.
 EXPECTED = {
     "latency": ["ours_p50_ms", "ours_p95_ms", "plain_p50_ms", "plain_p95_ms", "ratio_per_hop"],
+    "api_latency": ["sync_ms", "async_ms", "polled_ms", "chain_get_ms", "sync_ratio_per_repeat"],
     "throughput": [
         "workers_1.ours_steps_per_s",
         "workers_1.plain_tasks_per_s",

@@ -183,6 +183,14 @@ class Database:
             )
         return None
 
+    def listen_args(self) -> dict[str, Any] | None:
+        """psycopg's connection arguments for the LISTEN connection (None: the driver is
+        not psycopg, so nothing listens)."""
+        if self.hot is None:
+            return None
+        _, kwargs = self.engine.dialect.create_connect_args(self.url)
+        return {k: v for k, v in kwargs.items() if k != "context"}
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

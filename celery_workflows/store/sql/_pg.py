@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from celery_workflows.store.sql.queries import Queries
-from celery_workflows.store.sql.schema import deliveries, journal, stream
+from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
 
 __all__ = ["PgHotPath", "Statement"]
 
@@ -84,12 +84,15 @@ class PgHotPath:
         self.select_stream_limited = _sql(queries.select_stream_limited)
         # KEY SHARE, as in SqlDialect.hold_fence: blocks claims, not lease extensions.
         self.hold_fence = _sql(queries.select_delivery_fence)
+        self.insert_run = _sql(queries.insert_run, [c.name for c in runs.c])
         self.insert_journal = _sql(queries.insert_journal, [c.name for c in journal.c])
         self.insert_deliveries = _sql(queries.insert_deliveries, [c.name for c in deliveries.c])
         self.insert_stream = _sql(queries.insert_stream, [c.name for c in stream.c])
         self.finish_delivery = _sql(queries.finish_delivery)
         self.reschedule_delivery = _sql(queries.reschedule_delivery)
         self.cancel_open_deliveries = _sql(queries.cancel_open_deliveries)
+        assert queries.notify_run is not None  # the hot path is PostgreSQL's
+        self.notify_run: str | None = _sql(queries.notify_run)
         lock, lock_step, facts, claim = queries.pipelined_claim()
         # FOR UPDATE waits for a locked() block that holds this delivery's fence.
         self.claim_lock = _sql(lock)
@@ -156,6 +159,25 @@ class PgHotPath:
                     else:
                         cur.executemany(sql, params)
                 pg.commit()
+
+    def create_run(
+        self, conn: Connection, run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    ) -> bool:
+        """Insert the run (ignored if its id or key exists) and, if it is new, its first
+        deliveries, and commit: two round trips where SQLAlchemy makes four (BEGIN, two
+        INSERTs, COMMIT). False: it exists; nothing was written and the transaction is
+        still open (the caller reads the existing run in it)."""
+        with _raw(conn) as pg:
+            cur = pg.cursor()
+            with pg.pipeline() as pipeline:
+                cur.execute(self.insert_run, run)
+                pipeline.sync()  # the rowcount says whether this insert made the run
+                if cur.rowcount != 1:
+                    return False
+                if rows:
+                    cur.executemany(self.insert_deliveries, rows)
+                pg.commit()
+            return True
 
     def claim(self, conn: Connection, params: Mapping[str, Any], *, serialize: bool) -> Claimed:
         """Lock, read, claim if claimable, and commit: one round trip.

@@ -25,8 +25,8 @@ from celery_workflows.store.base import (
     NewDelivery,
     RunRecord,
     RunStatus,
-    first_published_at,
 )
+from celery_workflows.store.rules import first_published_at
 from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
 from celery_workflows.store.sql._threads import TxnThread
@@ -315,7 +315,17 @@ class SqlRunTxn:
         if self._terminal:
             params = {"p_run_id": self._run_id, "p_now": now}
             out.append((stmts.cancel_open_deliveries, params, None))
+        if self.notifies and stmts.notify_run is not None:
+            # Delivered at COMMIT to every listening process: their waiters on this run
+            # read it now. Queued with the writes, so on the hot path it costs no round trip.
+            out.append((stmts.notify_run, {"p_run_id": self._run_id}, None))
         return out
+
+    @property
+    def notifies(self) -> bool:
+        """True when the commit wakes the run's waiters: it appends to the stream or
+        changes the status (what results and streams wait for)."""
+        return bool(self._stream) or "status" in self._values
 
 
 class _Statements(Protocol):
@@ -327,6 +337,7 @@ class _Statements(Protocol):
     reschedule_delivery: Any
     insert_stream: Any
     cancel_open_deliveries: Any
+    notify_run: Any
 
     def update_run(self, columns: Sequence[str]) -> Any: ...
 

@@ -42,7 +42,17 @@ from celery_workflows.store.base import (
 from celery_workflows.store.sql.dialects import CLAIM_LOCK_PREFIX, AnySelect, SqlDialect
 from celery_workflows.store.sql.schema import deliveries, journal, runs, stream
 
-__all__ = ["Queries", "delivery_from_row", "run_from_row", "stream_from_row", "streams_after"]
+#: The channel of run changes: the payload of each notification is a run id.
+NOTIFY_CHANNEL = "cw_runs"
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Queries",
+    "delivery_from_row",
+    "run_from_row",
+    "stream_from_row",
+    "streams_after",
+]
 
 _d = deliveries.c
 _r = runs.c
@@ -95,6 +105,14 @@ class Queries:
         self._init_deliveries(dialect)
         self._init_journal_and_stream(dialect)
         self._run_updates: dict[tuple[str, ...], Update] = {}
+        # Queued in a transaction that appends to a run's stream or changes its status:
+        # PostgreSQL delivers it at COMMIT (never for a rollback) to every LISTENer of
+        # the channel (store/sql/_listen.py). None where there is no NOTIFY (SQLite).
+        self.notify_run: AnySelect | None = (
+            select(func.pg_notify(_const(NOTIFY_CHANNEL), bindparam("p_run_id", type_=String)))
+            if dialect.name == "postgresql"
+            else None
+        )
 
     def _init_deliveries(self, dialect: SqlDialect) -> None:
         by_id = _d.delivery_id == bindparam("p_id")

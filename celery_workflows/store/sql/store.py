@@ -36,10 +36,12 @@ from celery_workflows.store.base import (
     StreamEntry,
     utcnow,
 )
+from celery_workflows.store.changes import ChangeNotifier
 from celery_workflows.store.rules import check_same_start, new_run_record
 from celery_workflows.store.sql._claim import claim_txn, pipelined_claim
 from celery_workflows.store.sql._codec import EncodedJson, check_state_size, encode
 from celery_workflows.store.sql._db import Database
+from celery_workflows.store.sql._listen import StoreChanges
 from celery_workflows.store.sql._threads import LocalRunLocks, TxnThreadPool
 from celery_workflows.store.sql._txn import SqlRunTxn, delivery_rows
 from celery_workflows.store.sql.migrate import upgrade
@@ -106,6 +108,8 @@ class SqlRunStore:
         self._local = LocalRunLocks()
         self._schema_pending = create_schema
         self._schema_lock = threading.Lock()
+        url = self._db.url.render_as_string(hide_password=False)
+        self._changes = StoreChanges(url, self._db.listen_args())
 
     @property
     def url(self) -> str:
@@ -141,9 +145,13 @@ class SqlRunStore:
         rows = delivery_rows(run.run_id, deliveries, 0, now)
 
         def txn(conn: Connection) -> tuple[RunRecord, bool]:
-            if conn.execute(self._q.insert_run, values).rowcount == 1:
-                if rows:
+            if self._db.hot is not None:
+                created = self._db.hot.create_run(conn, values, rows)
+            else:
+                created = conn.execute(self._q.insert_run, values).rowcount == 1
+                if created and rows:
                     conn.execute(self._q.insert_deliveries, rows)
+            if created:
                 return new_run_record(run, now), True
             existing = self._existing_run(conn, run)
             check_same_start(existing, run)  # raises: the transaction rolls back
@@ -178,6 +186,8 @@ class SqlRunStore:
                 await thread.run(lambda: self._with_schema(lambda: txn.begin(fence)))
                 yield txn
                 await thread.run(txn.commit)
+                if txn.notifies:
+                    self._changes.committed(run_id)
             except BaseException:
                 # Queued behind whatever still runs on the thread (e.g. a lock wait that
                 # a cancellation abandoned), so the connection is always given back.
@@ -185,6 +195,11 @@ class SqlRunStore:
                 raise
             finally:
                 self._threads.release(thread)
+
+    def watch(self) -> ChangeNotifier:
+        """Where waiters on runs subscribe: woken by LISTEN/NOTIFY from every process on
+        PostgreSQL, by this process's commits only on SQLite (see ``store/changes.py``)."""
+        return self._changes.notifier()
 
     # -- deliveries
 
@@ -363,6 +378,7 @@ class SqlRunStore:
         await self._run_on_own_thread(self._shutdown)
 
     def _shutdown(self) -> None:
+        self._changes.close()
         self._threads.close()
         self._db.dispose()
 

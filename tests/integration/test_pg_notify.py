@@ -28,8 +28,8 @@ pytestmark = pytest.mark.integration
 
 SAFETY = 5.0
 #: A woken waiter reads the run once; on a loaded 2-CPU machine that may take a while,
-#: still far below the safety poll.
-PROMPT = 0.25
+#: still far below the safety poll (which is what a missed notification would cost).
+PROMPT = 1.5
 
 
 class Progress(Event):

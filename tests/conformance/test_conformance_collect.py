@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any
 
 import pytest
+from basics import basics
 
 
 def collect_of(impl: SimpleNamespace) -> Any:
@@ -134,13 +135,7 @@ async def test_a_union_producer_returning_its_bare_member_is_ordinary_dispatch(
 async def test_a_send_targeted_at_a_collecting_step_is_refused(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Item(Event):
         i: int
@@ -229,13 +224,7 @@ def test_the_step_config_tells_the_collection_facts(impl: SimpleNamespace) -> No
 async def test_a_collecting_step_that_waits_keeps_its_members_when_resumed(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Item(Event):
         i: int

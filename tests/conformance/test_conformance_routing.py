@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from basics import basics
 
 
 async def test_routing_delivers_only_to_steps_accepting_the_exact_type(
@@ -464,13 +465,7 @@ async def test_a_step_returning_none_emits_nothing(impl: SimpleNamespace, bounde
 async def test_a_join_of_one_type_binds_by_arrival_and_fires_again(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Num(Event):
         n: int
@@ -505,13 +500,7 @@ async def test_a_join_of_one_type_binds_by_arrival_and_fires_again(
 async def test_overlapping_join_slots_with_subclasses_fill_as_upstream(
     impl: SimpleNamespace, bounded: Any, order: str
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Base(Event):
         n: int

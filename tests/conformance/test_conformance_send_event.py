@@ -8,17 +8,13 @@ import warnings
 from types import SimpleNamespace
 from typing import Any
 
+from basics import basics
+
 
 async def test_a_retried_sender_converges_on_what_its_sends_counted(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class CountEvent(Event):
         pass
@@ -54,13 +50,7 @@ async def test_a_retried_sender_converges_on_what_its_sends_counted(
 async def test_events_sent_before_a_failure_are_delivered(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Note(Event):
         text: str
@@ -92,13 +82,7 @@ async def test_events_sent_before_a_failure_are_delivered(
 async def test_an_event_sent_reaches_its_step_while_the_sender_still_runs(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Ping(Event):
         pass
@@ -127,13 +111,7 @@ async def test_an_event_sent_reaches_its_step_while_the_sender_still_runs(
 async def test_events_sent_before_a_wait_are_delivered_once(
     impl: SimpleNamespace, bounded: Any
 ) -> None:
-    Event, StartEvent, StopEvent, step, Context = (
-        impl.Event,
-        impl.StartEvent,
-        impl.StopEvent,
-        impl.step,
-        impl.Context,
-    )
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
 
     class Tick(Event):
         pass

@@ -1,4 +1,9 @@
-"""Calling a step function: build its arguments, run it (sync steps in a thread)."""
+"""Calling a step function: build its arguments, run it (sync steps in a thread).
+
+Each call is an instrumentation span (``llama-index-instrumentation``, as upstream): a
+span a step opens nests under its step's span, and the spans carry the run id in their
+tags (``run_id``) with the step's input event.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ import contextvars
 import functools
 from typing import TYPE_CHECKING, Any
 
+from llama_index_instrumentation import get_dispatcher
+from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
+
 from ..context.context import current_step_context
 from ..events import Event
+from .step_context import CollectNeeded, StepSuspended
 
 if TYPE_CHECKING:
     from ..context.context import Context
@@ -39,17 +48,46 @@ async def _arguments(inv: Invocation, ctx: Context[Any], event: Event) -> dict[s
     return kwargs
 
 
+_dispatcher = get_dispatcher("celery_workflows.step")
+
+
 async def call_step(inv: Invocation, ctx: Context[Any], event: Event) -> Any:
-    """Run the step body once and return what it returned."""
+    """Run the step body once, in its span, and return what it returned."""
     func = inv.binding.functions[inv.spec.name]
     kwargs = await _arguments(inv, ctx, event)
+    tags = {
+        **active_instrument_tags.get(),
+        "run_id": inv.delivery.run_id,
+        "llamaindex.step.input_event": type(event).__name__,
+    }
     token = current_step_context.set(ctx)
     try:
-        if inv.spec.is_async:
-            return await func(**kwargs)
-        # Sync steps run in a thread so they do not stall other steps of the loop;
-        # the copied context keeps Context.get_step_context() working there.
-        call = functools.partial(contextvars.copy_context().run, func, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
+        with instrument_tags(tags):
+            if inv.spec.is_async:
+                return await _spanned_async(func, kwargs)
+            # Sync steps run in a thread so they do not stall other steps of the loop;
+            # the copied context keeps Context.get_step_context() and the span there.
+            spanned = _dispatcher.span(func)
+            call = functools.partial(contextvars.copy_context().run, spanned, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(None, call)
     finally:
         current_step_context.reset(token)
+
+
+async def _spanned_async(func: Any, kwargs: dict[str, Any]) -> Any:
+    # wait_for_event and collect_events stop a step with a control-flow exception: it
+    # leaves the span as a plain exit, not as an error, and is raised again after it.
+    stopped: list[BaseException] = []
+
+    @functools.wraps(func)
+    async def body(**arguments: Any) -> Any:
+        try:
+            return await func(**arguments)
+        except (StepSuspended, CollectNeeded) as control:
+            stopped.append(control)
+            return None
+
+    result = await _dispatcher.span(body)(**kwargs)
+    if stopped:
+        raise stopped[0]
+    return result

@@ -93,8 +93,9 @@ class wait_none(wait_fixed):
         super().__init__(0)
 
 
-class wait_exponential(_Wait):
-    """Wait ``multiplier * exp_base ** n`` for retry ``n`` (0-based), kept in [min, max]."""
+class _ExponentialBound(_Wait):
+    """The parameters of an exponential wait (shared by the plain and the jittered one,
+    which upstream keeps as unrelated classes: neither is an instance of the other)."""
 
     def __init__(
         self,
@@ -107,6 +108,10 @@ class wait_exponential(_Wait):
         self.exp_base = float(exp_base)
         self.max = _to_seconds(max)
         self.min = _to_seconds(min)
+
+
+class wait_exponential(_ExponentialBound):
+    """Wait ``multiplier * exp_base ** n`` for retry ``n`` (0-based), kept in [min, max]."""
 
     def __call__(self, attempts: int, *, seed: int | None = None) -> float:
         floor = max(self.min, 0.0)
@@ -161,20 +166,8 @@ class wait_exponential_jitter(_Wait):
         return min(base + _uniform(0, self.jitter, seed), self.max)
 
 
-class wait_random_exponential(_Wait):
+class wait_random_exponential(_ExponentialBound):
     """Full jitter: a random delay between ``min`` and the exponential bound for retry n."""
-
-    def __init__(
-        self,
-        multiplier: int | float = 1.0,
-        exp_base: int | float = 2.0,
-        max: time_unit_type = 60.0,
-        min: time_unit_type = 0.0,
-    ) -> None:
-        self.multiplier = float(multiplier)
-        self.exp_base = float(exp_base)
-        self.max = _to_seconds(max)
-        self.min = _to_seconds(min)
 
     def __call__(self, attempts: int, *, seed: int | None = None) -> float:
         bound = _exponential(self.multiplier, self.exp_base, attempts, self.max)

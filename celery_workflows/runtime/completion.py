@@ -17,7 +17,13 @@ from ..errors import InvalidMessageError
 from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery, RunStore, utcnow
 from .binding import Binding
-from .failures import UNSTORABLE, fail_run, on_step_failed, unstorable_failure
+from .failures import (
+    UNSTORABLE,
+    fail_run,
+    on_step_failed,
+    unstorable_failure,
+    unstorable_output,
+)
 from .faults import fault_point
 from .routing import Output
 from .sends import on_collect, on_events_sent
@@ -58,7 +64,7 @@ class Completer:
         except UNSTORABLE as exc:
             # The store refused what the step left (e.g. state over its size limit):
             # the step fails with that reason; nothing of the transaction was written.
-            why = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
+            why = unstorable_output(delivery, exc)
             await self.failed(binding, delivery, why)
             return
         # Crash tests kill the worker here: committed, not yet published (outbox gap).

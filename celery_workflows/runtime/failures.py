@@ -167,6 +167,12 @@ def poison_reason(delivery: DeliveryRecord, max_crashes: int | None) -> str | No
     )
 
 
+def unstorable_output(delivery: DeliveryRecord, why: BaseException) -> InvalidMessageError:
+    """The error a step fails with when what it left (an output, a send, its state)
+    cannot be stored: nothing of it was written."""
+    return InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {why}")
+
+
 def unstorable_failure(
     delivery: DeliveryRecord, exc: BaseException, why: BaseException
 ) -> InvalidMessageError:
@@ -183,4 +189,5 @@ __all__ = [
     "on_step_failed",
     "poison_reason",
     "unstorable_failure",
+    "unstorable_output",
 ]

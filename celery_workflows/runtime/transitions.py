@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import InvalidMessageError, WorkflowRuntimeError
+from ..errors import WorkflowRuntimeError
 from ..events import (
     Event,
     InputRequiredEvent,
@@ -28,7 +28,7 @@ from ..events import (
 )
 from ..store.base import DeliveryRecord, NewDelivery, RunRecord
 from .binding import Binding
-from .failures import UNSTORABLE, on_step_failed
+from .failures import UNSTORABLE, on_step_failed, unstorable_output
 from .routing import Output, child_id, delivery_scope
 from .sends import Sent, completed_writes, route_sent
 from .streams import open_stream, settle, streams_of
@@ -120,8 +120,10 @@ def on_step_end(
         meta = copy_meta(run.meta)
         sent = route_sent(binding, meta, end.journal_id, end.sent, sent_done)
     except UNSTORABLE as exc:
-        error = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
-        return on_step_failed(binding, run, delivery, error, now=now)
+        error = unstorable_output(delivery, exc)
+        return on_step_failed(
+            binding, run, delivery, error, now=now, open_deliveries=open_deliveries
+        )
     if sent.stop is not None:
         # As upstream: a StopEvent the step sent ends the run, whatever the step did next.
         writes = [*sent.writes, SetMeta(meta), FinishDelivery(delivery.fence, "done")]
@@ -157,7 +159,7 @@ def _ended(
         except WorkflowRuntimeError as exc:
             error: BaseException = exc
         except UNSTORABLE as exc:
-            error = InvalidMessageError(f"run {delivery.run_id!r} step {delivery.step!r}: {exc}")
+            error = unstorable_output(delivery, exc)
     else:
         error = end.error
     return on_step_failed(binding, run, delivery, error, now=now, open_deliveries=open_deliveries)

@@ -398,3 +398,29 @@ def test_a_stop_event_sent_ends_the_run_whatever_the_step_did_next(chain: Bindin
     decision = on_step_end(chain, run_record(), [], d, end, now=NOW)
     assert decision.finished and decision.stop is stop
     assert of_type(decision, SetStatus)[0].status == "completed"
+
+
+class Measured(Event):
+    value: float
+
+
+class Measuring(Workflow):
+    @step
+    async def measure(self, ev: StartEvent) -> Measured | None:
+        return None
+
+    @step
+    async def report(self, ev: Measured) -> StopEvent:
+        return StopEvent()
+
+
+def test_a_sent_event_that_cannot_be_stored_fails_the_step_naming_run_and_step() -> None:
+    measuring = bind(Measuring(), payloads="json")
+    d = delivery(measuring, "measure", StartEvent())
+    sent = ((0, Output(Measured(value=float("nan")))),)
+    end = StepEnd(StartEvent(), sent=sent, journal_id=d.journal_id)
+    decision = on_step_end(measuring, run_record(), [], d, end, now=NOW)
+    (status,) = of_type(decision, SetStatus)
+    assert status.status == "failed"
+    assert "run 'r1' step 'measure'" in status.error["exception_message"]
+    assert not of_type(decision, AddDeliveries)  # nothing of what it left is written

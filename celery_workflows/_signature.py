@@ -206,9 +206,17 @@ def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
     if get_origin(hint) is typing.Annotated:
         hint, *extras = get_args(hint)
         marker = next((m for m in extras if isinstance(m, Collect)), None)
+    hint = _unwrap_optional_list(hint)
     if get_origin(hint) is list:
-        elems = tuple(m for a in get_args(hint) for m in _union_members(a))
+        flat = (m for a in get_args(hint) for m in _union_members(a))
+        elems = tuple(dict.fromkeys(m for m in flat if m is not type(None)))
         if elems and all(_is_event_type(e) for e in elems):
+            if out.collection is not None:
+                raise WorkflowValidationError(
+                    "A step may declare at most one list[E] collection parameter, but found "
+                    f"both {out.collection!r} and {name!r}. Multi-slot collects are not "
+                    "supported."
+                )
             out.collection, out.policy = name, marker or Collect()
             if not isinstance(out.policy.cardinality, All | Take):
                 raise WorkflowValidationError(
@@ -228,6 +236,37 @@ def _classify(name: str, hint: Any, out: _Params, step_name: str) -> None:
     members = _union_members(hint)
     if members and all(_is_event_type(m) for m in members):
         out.events.append((name, members))
+
+
+def _unwrap_optional_list(hint: Any) -> Any:
+    """``list[E] | None`` is the collection ``list[E]`` (a member is never ``None``)."""
+    members = [m for m in _union_members(hint) if m is not type(None)]
+    if len(members) == 1 and len(_union_members(hint)) > 1 and get_origin(members[0]) is list:
+        return members[0]
+    return hint
+
+
+def _check_event_params(params: _Params, func: Callable[..., Any]) -> None:
+    """Upstream's rules for several event parameters (a multi-slot join)."""
+    if not params.events:
+        _raise("Step signature must have at least one parameter annotated as type Event", func)
+    if len(params.events) == 1:
+        return
+    if params.collection is not None:
+        _raise(
+            "A list[E] collection parameter cannot be combined with other event parameters. "
+            "Use a single list[E] parameter, or multiple single-event parameters for a "
+            "multi-slot join.",
+            func,
+        )
+    for name, accepted in params.events:
+        if len(accepted) != 1:
+            _raise(
+                "Collect-mode steps (more than one event parameter) require each event "
+                f"parameter to declare a single event type, but parameter {name!r} declares "
+                f"{len(accepted)}. Union-typed collect parameters are not supported.",
+                func,
+            )
 
 
 def _raise(message: str, func: Callable[..., Any]) -> NoReturn:
@@ -261,13 +300,7 @@ def build_spec(
         # A factory's own string annotations may name what the step's scope defines.
         if hasattr(descriptor, "set_localns"):
             descriptor.set_localns(localns)
-    if not params.events:
-        _raise("Step signature must have at least one parameter annotated as type Event", func)
-    if params.collection is not None and len(params.events) > 1:
-        _raise(
-            "A list[Event] collection parameter cannot be combined with other event parameters",
-            func,
-        )
+    _check_event_params(params, func)
     if "return" not in hints:
         _raise("Return types of workflows step functions must be annotated with their type.", func)
     returns, fan_out, single = _return_types(hints["return"])

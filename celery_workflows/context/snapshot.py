@@ -70,6 +70,34 @@ class QueuedWork:
     #: ``{"exception_type": ..., "exception_message": ...}`` of the last failure.
     last_exception: dict[str, Any] | None = None
     not_before: float | None = None
+    #: The fan-out streams the item is in, outermost first (upstream's ``scope_path``).
+    scope_path: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SavedStream:
+    """An open fan-out stream of a snapshot: the step whose returned list opened it, the
+    streams that step ran in (outermost first) and its collect buffers.
+
+    ``buffers`` maps a collecting step to its members so far (arrival order) and whether
+    a ``Take(n)`` already released it.
+    """
+
+    stream_id: str
+    source_step: str
+    scope_path: list[str] = field(default_factory=list)
+    buffers: dict[str, tuple[list[Event], bool]] = field(default_factory=dict)
+
+
+@dataclass
+class SavedWaiter:
+    """A ``wait_for_event`` in flight, as a snapshot keeps it."""
+
+    step: str
+    trigger: Event
+    waiter_id: str
+    awaited: type[Event]
+    scope_path: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,24 +108,27 @@ class ParsedSnapshot:
     is_running: bool
     queued: list[QueuedWork] = field(default_factory=list)
     collect: dict[str, list[Event]] = field(default_factory=dict)
-    #: (step, trigger event, waiter id, awaited event class)
-    waiters: list[tuple[str, Event, str, type[Event]]] = field(default_factory=list)
+    waiters: list[SavedWaiter] = field(default_factory=list)
     #: Waits with requirements the snapshot does not keep (upstream writes only that
-    #: there were some): (step, trigger event, awaited event class). The step runs again
-    #: on its event and so waits again with its requirements, as upstream resumes it.
-    rewaits: list[tuple[str, Event, type[Event]]] = field(default_factory=list)
+    #: there were some). The step runs again on its event and so waits again with its
+    #: requirements, as upstream resumes it.
+    rewaits: list[SavedWaiter] = field(default_factory=list)
+    #: Open fan-out streams by id, with what their collecting steps buffered.
+    streams: dict[str, SavedStream] = field(default_factory=dict)
 
 
 def _parse_waiter(
     step: str, waiter: dict[str, Any], serializer: BaseSerializer, types: JsonSerializer
-) -> tuple[str, Event, str, type[Event]]:
+) -> SavedWaiter:
     name = str(waiter["waiting_for_event"])
     awaited = types.lookup(name)
     if not (isinstance(awaited, type) and issubclass(awaited, Event)):
         raise ContextSerdeError(
             f"waiter of step {step!r} awaits {name!r}, which is no registered event class"
         )
-    return step, _decode_event(waiter["event"], serializer), str(waiter["waiter_id"]), awaited
+    trigger = _decode_event(waiter["event"], serializer)
+    path = [str(s) for s in waiter.get("scope_path") or []]
+    return SavedWaiter(step, trigger, str(waiter["waiter_id"]), awaited, path)
 
 
 def _decode_event(raw: Any, serializer: BaseSerializer) -> Event:
@@ -142,11 +173,34 @@ def parse_snapshot(
             parsed.collect[f"{step}|{buffer_id}"] = [_decode_event(e, serializer) for e in events]
         for waiter in worker.get("collected_waiters", []):
             found = _parse_waiter(step, waiter, serializer, types)
-            if waiter.get("has_requirements"):
-                parsed.rewaits.append((step, found[1], found[3]))
-            else:
-                parsed.waiters.append(found)
+            (parsed.rewaits if waiter.get("has_requirements") else parsed.waiters).append(found)
+    parsed.streams = _parse_streams(data, serializer)
     return parsed
+
+
+def binding_target(binding_id: str) -> str:
+    """The collecting step of a collect binding id (``"<source>-><target>:<types>:..."``,
+    upstream's form)."""
+    return binding_id.partition("->")[2].partition(":")[0]
+
+
+def _parse_streams(data: dict[str, Any], serializer: BaseSerializer) -> dict[str, SavedStream]:
+    streams = {
+        sid: SavedStream(
+            str(sid), str(raw["source_step"]), [str(s) for s in raw.get("scope_path") or []]
+        )
+        for sid, raw in (data.get("streams") or {}).items()
+    }
+    for release in (data.get("collection_release_states") or {}).values():
+        stream = streams.get(str(release["stream_id"]))
+        if stream is None:
+            # Its stream closed: the release fired already, or never will (upstream
+            # calls such a snapshot corrupted); nothing of it can be resumed.
+            continue
+        members = [_decode_event(e, serializer) for e in release.get("buffer") or []]
+        target = binding_target(str(release["binding_id"]))
+        stream.buffers[target] = (members, bool(release.get("released")))
+    return streams
 
 
 def _queued_work(step: str, item: dict[str, Any], serializer: BaseSerializer) -> QueuedWork:
@@ -159,6 +213,7 @@ def _queued_work(step: str, item: dict[str, Any], serializer: BaseSerializer) ->
         last_failed_at=item.get("last_failed_at"),
         last_exception=error if isinstance(error, dict) and "exception_type" in error else None,
         not_before=item.get("not_before"),
+        scope_path=[str(s) for s in item.get("scope_path") or []],
     )
 
 
@@ -184,8 +239,14 @@ def empty_worker() -> dict[str, Any]:
     }
 
 
-def work_item(event_json: str, item_id: str, retry: QueuedWork | None = None) -> dict[str, Any]:
-    """A queued work item in upstream's shape (``retry``: its retry history, if any)."""
+def work_item(
+    event_json: str,
+    item_id: str,
+    retry: QueuedWork | None = None,
+    scope_path: list[str] | None = None,
+) -> dict[str, Any]:
+    """A queued work item in upstream's shape (``retry``: its retry history, if any;
+    ``scope_path``: the fan-out streams it is in, outermost first)."""
     return {
         "event": event_json,
         "bound_events": None,
@@ -195,7 +256,7 @@ def work_item(event_json: str, item_id: str, retry: QueuedWork | None = None) ->
         "last_failed_at": retry.last_failed_at if retry else None,
         "recovery_counts": {},
         "not_before": retry.not_before if retry else None,
-        "scope_path": [],
+        "scope_path": scope_path or [],
         "collection_release_payload": None,
         "work_item_id": item_id,
     }
@@ -207,8 +268,11 @@ def snapshot_dict(
     *,
     is_running: bool,
     workers: dict[str, dict[str, Any]],
+    streams: dict[str, dict[str, Any]] | None = None,
+    releases: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a v2 snapshot."""
+    """Assemble a v2 snapshot (``streams`` and ``releases``: the open fan-out streams and
+    their collect buffers, in upstream's ``streams`` / ``collection_release_states``)."""
     return {
         "version": SNAPSHOT_VERSION,
         "state": encode_state_payload(state, serializer),
@@ -218,8 +282,8 @@ def snapshot_dict(
         "work_item_seq": 0,
         "invocation_seq": 0,
         "deliveries": [],
-        "streams": {},
-        "collection_release_states": {},
+        "streams": streams or {},
+        "collection_release_states": releases or {},
         "elapsed_alive": 0.0,
         "last_alive_stamp": None,
         "journal_seq": 0,
@@ -229,6 +293,9 @@ def snapshot_dict(
 __all__ = [
     "ParsedSnapshot",
     "QueuedWork",
+    "SavedStream",
+    "SavedWaiter",
+    "binding_target",
     "decode_state_payload",
     "empty_worker",
     "encode_state_payload",

@@ -19,6 +19,7 @@ from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
 from .binding import Binding
 from .codec import event_type_name
 from .routing import child_id
+from .snapshot_streams import Renamer, saved_streams, scope_path, stream_meta
 from .waits import is_pending_timeout, waiter_record
 
 
@@ -46,7 +47,8 @@ def build_snapshot(
             # that is re-running its step is, and its waiter is not.
             continue
         event = codec.decode_event(d.event)
-        item = work_item(serializer.serialize(event), d.delivery_id, _retry_of(d, event))
+        path = scope_path(d.extra.get("scope"))
+        item = work_item(serializer.serialize(event), d.delivery_id, _retry_of(d, event), path)
         workers[d.step]["in_progress" if d.status == "running" else "queue"].append(item)
     for key, payloads in (run.meta.get("collect") or {}).items():
         step, _, buffer_id = key.partition("|")
@@ -60,7 +62,15 @@ def build_snapshot(
                 _waiter_item(waiter, codec, serializer)
             )
     state = codec.decode_state(run.state, for_edit=False) if include_state else DictState()
-    return snapshot_dict(state, serializer, is_running=not run.finished, workers=workers)
+    streams, releases = saved_streams(binding, run.meta, open_deliveries, serializer)
+    return snapshot_dict(
+        state,
+        serializer,
+        is_running=not run.finished,
+        workers=workers,
+        streams=streams,
+        releases=releases,
+    )
 
 
 #: Marks a delivery that re-runs a step whose wait (with requirements) a snapshot kept
@@ -96,9 +106,10 @@ def _when(seconds: float | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
 
-def _resumed(delivery_id: str, work: QueuedWork, codec: Any) -> NewDelivery:
-    """A queued work item as a delivery: a retry keeps its count, times and due time."""
-    extra: dict[str, Any] = {}
+def _resumed(delivery_id: str, work: QueuedWork, codec: Any, rename: Renamer) -> NewDelivery:
+    """A queued work item as a delivery: a retry keeps its count, times and due time,
+    an item of a fan-out stream its place in it."""
+    extra: dict[str, Any] = {"scope": rename.scope(work.scope_path)} if work.scope_path else {}
     if work.attempts:
         first = work.first_attempt_at or work.last_failed_at
         extra["retry"] = {
@@ -137,7 +148,7 @@ def _waiter_item(waiter: dict[str, Any], codec: Any, serializer: BaseSerializer)
         "waiting_for_event": waiter["waiting_for"],
         "has_requirements": bool(waiter.get("requirements")),
         "resolved_event": None,
-        "scope_path": [],
+        "scope_path": scope_path((waiter.get("extra") or {}).get("scope")),
         "collection_release_payload": None,
         "work_item_id": waiter["delivery_id"],
     }
@@ -148,29 +159,35 @@ def resume_plan(
 ) -> tuple[list[NewDelivery], dict[str, Any]]:
     """Deliveries and meta that continue a run captured mid-flight in ``snapshot``."""
     codec = binding.codec
+    rename = Renamer(run_id)
     deliveries = [
-        _resumed(child_id(f"{run_id}:resume", i), work, codec)
+        _resumed(child_id(f"{run_id}:resume", i), work, codec, rename)
         for i, work in enumerate(snapshot.queued)
         if work.step in binding.specs
     ]
-    for i, (step, trigger, awaited) in enumerate(snapshot.rewaits):
-        if step in binding.specs:
-            rewait = {REWAIT: [event_type_name(awaited)]}
+    for i, wait in enumerate(snapshot.rewaits):
+        if wait.step in binding.specs:
+            extra: dict[str, Any] = {REWAIT: [event_type_name(wait.awaited)]}
+            if wait.scope_path:
+                extra["scope"] = rename.scope(wait.scope_path)
             again = child_id(f"{run_id}:resume", f"rewait/{i}")
-            deliveries.append(NewDelivery(again, step, codec.encode_event(trigger), extra=rewait))
+            event = codec.encode_event(wait.trigger)
+            deliveries.append(NewDelivery(again, wait.step, event, extra=extra))
     collect = {k: [codec.encode_event(e) for e in evs] for k, evs in snapshot.collect.items()}
     meta: dict[str, Any] = {"collect": collect} if collect else {}
+    meta |= stream_meta(binding, snapshot.streams, rename)
     waiters = []
-    for i, (step, trigger, waiter_id, awaited) in enumerate(snapshot.waiters):
+    for i, wait in enumerate(snapshot.waiters):
         origin = child_id(f"{run_id}:resume", f"waiter/{i}")
         waiters.append(
             waiter_record(
-                waiter_id=waiter_id,
-                step=step,
+                waiter_id=wait.waiter_id,
+                step=wait.step,
                 journal_id=origin,
                 delivery_id=origin,
-                event=codec.encode_event(trigger),
-                waiting_for=event_type_name(awaited),
+                event=codec.encode_event(wait.trigger),
+                waiting_for=event_type_name(wait.awaited),
+                extra={"scope": rename.scope(wait.scope_path)} if wait.scope_path else None,
             )
         )
     if waiters:

@@ -21,12 +21,14 @@ from typing import Any
 from .._signature import StepSpec
 from .._step_graph import accepts_type
 from .._stream_levels import collected_types, stream_levels
+from ..collect import Take
 from ..store.base import DeliveryRecord, NewDelivery
 from .routing import child_id
 from .waits import WaitTimeout
 
 __all__ = [
     "bound_collectors",
+    "collect_binding_id",
     "open_stream",
     "settle",
     "streams_of",
@@ -47,6 +49,16 @@ def bound_collectors(specs: Mapping[str, StepSpec]) -> dict[str, tuple[str, ...]
             )
         )
     return bound
+
+
+def collect_binding_id(source: str, collector: StepSpec) -> str:
+    """The id of the binding of ``collector`` to the streams ``source`` opens, as
+    upstream's snapshots name it (``"<source>-><collector>:<member types>:<policy>:nearest"``)."""
+    names = ",".join(f"{t.__module__}.{t.__qualname__}" for t in collected_types(collector))
+    policy = collector.collection_policy
+    card = policy.cardinality if policy is not None else None
+    shown = f"Take({card.n})" if isinstance(card, Take) else type(card).__name__ if card else "All"
+    return f"{source}->{collector.name}:{names}:{shown}:nearest"
 
 
 def open_stream(meta: dict[str, Any], stream: str, opener: DeliveryRecord, size: int) -> None:

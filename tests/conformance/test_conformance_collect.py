@@ -181,6 +181,75 @@ def test_collect_markers_are_validated(impl: SimpleNamespace) -> None:
         make(Annotated[list[Item], collect.Collect(collect.Cardinality())])().run()
 
 
+#: Step signatures upstream refuses at decoration (the annotations of parameters ``a``
+#: and ``b`` given event classes A and B), and its message for each.
+REFUSED_SHAPES: dict[str, tuple[Any, Any, str]] = {
+    "two collection parameters": (
+        lambda A, B: list[A],
+        lambda A, B: list[B],
+        "A step may declare at most one list[E] collection parameter, but found both 'a' "
+        "and 'b'. Multi-slot collects are not supported.",
+    ),
+    "a collection beside an event": (
+        lambda A, B: list[A],
+        lambda A, B: B,
+        "A list[E] collection parameter cannot be combined with other event parameters. "
+        "Use a single list[E] parameter, or multiple single-event parameters for a "
+        "multi-slot join.",
+    ),
+    "a union slot in a join": (
+        lambda A, B: A | B,
+        lambda A, B: B,
+        "Collect-mode steps (more than one event parameter) require each event parameter "
+        "to declare a single event type, but parameter 'a' declares 2. Union-typed "
+        "collect parameters are not supported.",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", list(REFUSED_SHAPES))
+def test_join_shapes_upstream_refuses_are_refused_with_its_message(
+    impl: SimpleNamespace, shape: str
+) -> None:
+    first, second, message = REFUSED_SHAPES[shape]
+
+    class A(impl.Event):
+        pass
+
+    class B(impl.Event):
+        pass
+
+    async def s(self: Any, a: Any, b: Any) -> Any:
+        return impl.StopEvent()
+
+    s.__annotations__ = {"a": first(A, B), "b": second(A, B), "return": impl.StopEvent}
+
+    class Joins(impl.Workflow):
+        pass
+
+    with pytest.raises(impl.errors.WorkflowValidationError) as raised:
+        impl.step(workflow=Joins)(s)
+    assert str(raised.value) == message
+
+
+async def test_an_optional_list_parameter_collects(impl: SimpleNamespace, bounded: Any) -> None:
+    Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step
+
+    class Item(Event):
+        i: int
+
+    class Optional(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item]:
+            return [Item(i=i) for i in range(3)]
+
+        @step
+        async def gather(self, evs: list[Item] | None) -> StopEvent:
+            return StopEvent(result=sorted(e.i for e in evs or []))
+
+    assert await bounded(Optional(timeout=10).run(), 10) == [0, 1, 2]
+
+
 def test_the_step_config_tells_the_collection_facts(impl: SimpleNamespace) -> None:
     collect = collect_of(impl)
     Event, StartEvent, StopEvent, step = impl.Event, impl.StartEvent, impl.StopEvent, impl.step

@@ -168,20 +168,28 @@ def _event_line(seq: int, payload: Any) -> str:
 @click.argument("run_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
 @click.option("--after", default=0, show_default=True, help="Start after this sequence.")
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between reads.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    help="With --follow, the longest wait between reads (a change wakes it at once).",
+)
 def runs_events(database_url: str, run_id: str, follow: bool, after: int, interval: float) -> None:
-    """The run's event stream, one line per event; with --follow a live tail."""
+    """The run's event stream, one line per event; with --follow a live tail, woken by
+    each commit of the run (PostgreSQL LISTEN/NOTIFY; SQLite reads every ``interval``)."""
 
     async def tail(store: SqlRunStore) -> None:
         seq = after
-        while True:
-            run = await store.get_run(run_id)  # read first: entries of a finished run are all in
-            for entry in await store.read_stream(run_id, seq):
-                seq = entry.seq
-                click.echo(_event_line(entry.seq, entry.event))
-            if not follow or run.finished:
-                return
-            await asyncio.sleep(interval)
+        with store.watch().subscribe(run_id) as watch:
+            while True:
+                watch.clear()  # before reading: a commit after this wakes the wait below
+                run = await store.get_run(run_id)  # first: a finished run's entries are all in
+                for entry in await store.read_stream(run_id, seq):
+                    seq = entry.seq
+                    click.echo(_event_line(entry.seq, entry.event))
+                if not follow or run.finished:
+                    return
+                await watch.wait(interval)
 
     _with_store(database_url, tail)
 

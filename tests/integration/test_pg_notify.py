@@ -9,8 +9,12 @@ woken by the notification.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -229,3 +233,39 @@ async def test_the_stream_hub_reads_when_a_followed_run_commits(setup: Any) -> N
         await asyncio.sleep(0.01)
     assert feed.following == 0 and notifier.watching() == 0
     await hub.close()
+
+
+async def test_the_cli_tail_is_woken_by_the_commit(setup: Any) -> None:
+    """``celery-workflows runs events --follow`` waits on the notification: with an
+    interval of a minute, an entry and the run's end still reach it at once."""
+    runtime, workflow, other, url = setup
+    handler = workflow.run()
+    codec = runtime.binding(workflow).codec
+    script = shutil.which("celery-workflows", path=str(Path(sys.executable).parent))
+    assert script is not None, "the console script is not installed (scripts/install)"
+    tail = await asyncio.create_subprocess_exec(
+        *[script, "runs", "events", handler.run_id, "--follow", "--interval", "60"],
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "CELERY_WORKFLOWS_DATABASE_URL": url},
+    )
+    try:
+        assert tail.stdout is not None
+        # Once the tail listens (nothing else here does), commits wake it; before, its
+        # first read would catch the entry, but the run's end below would then wait out
+        # the minute.
+        for _ in range(400):
+            if _listeners(url) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        async with other.locked(handler.run_id) as txn:
+            await txn.append_stream(codec.encode_event(Progress(n=1)))
+        committed = time.perf_counter()
+        line = await asyncio.wait_for(tail.stdout.readline(), 30)
+        assert line.decode().split()[:2] == ["1", "Progress"]
+        assert time.perf_counter() - committed < 10, "the tail waited for its interval"
+        await _finish(runtime, workflow, other, handler.run_id)
+        assert await asyncio.wait_for(tail.wait(), 10) == 0
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()

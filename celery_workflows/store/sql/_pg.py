@@ -38,6 +38,10 @@ Statement = tuple[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]]
 
 _PG = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
 
+#: This transaction's COMMIT returns before its WAL record is on disk (PostgreSQL writes
+#: it within ``3 * wal_writer_delay``, and with any later synchronous commit).
+_UNFLUSHED_COMMIT = "SET LOCAL synchronous_commit = off"
+
 
 def _sql(stmt: ClauseElement, column_keys: Sequence[str] | None = None) -> str:
     """``stmt`` of the statement catalogue as PostgreSQL text with ``%(name)s``
@@ -183,12 +187,14 @@ class PgHotPath:
         """Lock, read, claim if claimable, and commit: one round trip.
 
         The read tells the caller why a delivery was not claimed, with no second
-        transaction.
+        transaction. The commit does not wait for its WAL flush: a claim lost in a crash
+        of the database is harmless (docs/architecture.md, "The claim's commit").
         """
         with _raw(conn) as pg:
             facts_cur = pg.cursor(row_factory=_utc_rows)
             claim_cur = pg.cursor(row_factory=_utc_rows)
             with pg.pipeline():
+                pg.execute(_UNFLUSHED_COMMIT)
                 pg.execute(self.claim_lock_step if serialize else self.claim_lock, params)
                 facts_cur.execute(self.claim_facts, params)
                 claim_cur.execute(self.claim_update, params)

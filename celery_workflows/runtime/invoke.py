@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from llama_index_instrumentation import get_dispatcher
@@ -74,6 +76,16 @@ async def call_step(inv: Invocation, ctx: Context[Any], event: Event) -> Any:
         current_step_context.reset(token)
 
 
+_signatures: weakref.WeakKeyDictionary[Any, inspect.Signature] = weakref.WeakKeyDictionary()
+
+
+def _signature(func: Any) -> inspect.Signature:
+    found = _signatures.get(func)
+    if found is None:
+        found = _signatures[func] = inspect.signature(func)
+    return found
+
+
 async def _spanned_async(func: Any, kwargs: dict[str, Any]) -> Any:
     # wait_for_event and collect_events stop a step with a control-flow exception: it
     # leaves the span as a plain exit, not as an error, and is raised again after it.
@@ -87,6 +99,8 @@ async def _spanned_async(func: Any, kwargs: dict[str, Any]) -> Any:
             stopped.append(control)
             return None
 
+    # The span binds the call to the signature at every call; the step's is computed once.
+    body.__signature__ = _signature(func)  # type: ignore[attr-defined]
     result = await _dispatcher.span(body)(**kwargs)
     if stopped:
         raise stopped[0]

@@ -15,8 +15,9 @@ from typing import Protocol
 
 from ..errors import InvalidMessageError
 from ..events import Event
-from ..store.base import DeliveryRecord, NewDelivery, RunStore, utcnow
+from ..store.base import DeliveryRecord, NewDelivery, RunStore, RunTxn, utcnow
 from .binding import Binding
+from .deferral import HeldTxn, MergeRefused
 from .failures import (
     UNSTORABLE,
     fail_run,
@@ -57,10 +58,23 @@ class Completer:
     def __init__(self, engine: CompletionHost) -> None:
         self.engine = engine
 
-    async def complete(self, binding: Binding, delivery: DeliveryRecord, end: StepEnd) -> None:
-        """Commit ``end`` of ``delivery`` (FencedOutError: another attempt owns it)."""
+    async def complete(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        end: StepEnd,
+        held: HeldTxn | None = None,
+    ) -> None:
+        """Commit ``end`` of ``delivery`` (FencedOutError: another attempt owns it), in
+        ``held`` if given: the open transaction of the step's last edit, committed with
+        the end (MergeRefused: the end could not be stored and both were rolled back)."""
         try:
-            decision = await self._commit_end(binding, delivery, end)
+            if held is None:
+                async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
+                    decision = await self._decide(binding, delivery, end, txn)
+                    await apply(txn, decision.writes)
+            else:
+                decision = await self._commit_with_edit(binding, delivery, end, held)
         except UNSTORABLE as exc:
             # The store refused what the step left (e.g. state over its size limit):
             # the step fails with that reason; nothing of the transaction was written.
@@ -71,34 +85,56 @@ class Completer:
         fault_point("after_completion_commit")
         self._after(binding, delivery, decision)
 
-    async def _commit_end(
-        self, binding: Binding, delivery: DeliveryRecord, end: StepEnd
+    async def _commit_with_edit(
+        self, binding: Binding, delivery: DeliveryRecord, end: StepEnd, held: HeldTxn
     ) -> Decision:
-        now = utcnow()
-        async with self.engine.store.locked(delivery.run_id, delivery.fence) as txn:
-            run = txn.run
-            open_deliveries = (
-                await txn.open_deliveries() if reads_open_deliveries(run, delivery, end) else []
-            )
-            done: set[int] = set()
-            if end.sent and not end.journal_fresh:
-                marks = send_journal_id(end.journal_id)
-                done = {n for n, _ in end.sent if await txn.journal_get(marks, n) is not None}
-            step_events = self.engine.step_events or wants_step_events(run)
-            if step_events and not self.engine.step_events:
-                await append_running(txn, binding, delivery, end.event)
-            decision = on_step_end(
-                binding,
-                run,
-                open_deliveries,
-                delivery,
-                end,
-                now=now,
-                step_events=step_events,
-                sent_done=done,
-            )
-            await apply(txn, decision.writes)
+        try:
+            decision = await self._decide(binding, delivery, end, held.txn)
+        except UNSTORABLE:
+            # Refused before anything of the end was written: the edit commits alone, and
+            # the step fails as it would have with its edit committed earlier.
+            await held.commit()
+            raise
+        except BaseException as exc:
+            await held.abort(exc)
+            raise
+        try:
+            await apply(held.txn, decision.writes)
+        except UNSTORABLE as exc:
+            await held.abort(exc)
+            raise MergeRefused(str(exc)) from exc
+        except BaseException as exc:
+            await held.abort(exc)
+            raise
+        await held.commit()
         return decision
+
+    async def _decide(
+        self, binding: Binding, delivery: DeliveryRecord, end: StepEnd, txn: RunTxn
+    ) -> Decision:
+        """How ``end`` changes the run, read and decided in ``txn`` (no write yet)."""
+        now = utcnow()
+        run = txn.run
+        open_deliveries = (
+            await txn.open_deliveries() if reads_open_deliveries(run, delivery, end) else []
+        )
+        done: set[int] = set()
+        if end.sent and not end.journal_fresh:
+            marks = send_journal_id(end.journal_id)
+            done = {n for n, _ in end.sent if await txn.journal_get(marks, n) is not None}
+        step_events = self.engine.step_events or wants_step_events(run)
+        if step_events and not self.engine.step_events:
+            await append_running(txn, binding, delivery, end.event)
+        return on_step_end(
+            binding,
+            run,
+            open_deliveries,
+            delivery,
+            end,
+            now=now,
+            step_events=step_events,
+            sent_done=done,
+        )
 
     async def failed(self, binding: Binding, delivery: DeliveryRecord, exc: BaseException) -> None:
         """Retry the step, hand the failure to ``@catch_error``, or fail the run."""

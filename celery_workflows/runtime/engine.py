@@ -32,6 +32,7 @@ from . import verbose as trace
 from .binding import Binding, bind
 from .codec import start_fingerprint
 from .completion import Completer
+from .deferral import HeldTxn, MergeRefused
 from .dispatch import Dispatch, Dispatcher, Listener
 from .failures import poison_reason
 from .faults import fault_point
@@ -291,16 +292,29 @@ class Engine:
         verbose = binding.workflow._verbose
         if verbose:
             trace.started(delivery, event)
-        inv_outcome = await self._run(binding, delivery, event)
+        # The step's last edit may commit with its end, unless the step-started stream
+        # write (which waits for the run lock) is still to come.
+        end, held = await self._run(
+            binding, delivery, event, merge=lambda: started is None or started.done()
+        )
         if verbose:
-            trace.finished(delivery, inv_outcome.result, inv_outcome.error)
+            trace.finished(delivery, end.result, end.error)
         if started is not None:
             await started
         try:
-            await self._completer.complete(binding, delivery, inv_outcome)
+            try:
+                await self._completer.complete(binding, delivery, end, held)
+            except MergeRefused:
+                # What the step left cannot be stored, and its edit went with it: run it
+                # again committing its edits at once (it may run again, as after a crash).
+                end, _ = await self._run(binding, delivery, event, merge=None, again=True)
+                await self._completer.complete(binding, delivery, end)
         except FencedOutError as exc:
             # The run finished or another attempt took over: this attempt's work is void.
             log.info("completion of %s refused: %s", delivery.delivery_id, exc)
+        finally:
+            if held is not None and not held.closed:
+                await held.abort(RuntimeError("completion abandoned"))
 
     async def _waiter_timed_out(self, delivery: DeliveryRecord) -> bool:
         """For a wait_for_event timeout delivery: True (and done) if the wait already ended.
@@ -323,13 +337,26 @@ class Engine:
         fault_point("after_wait_timeout_mark")
         return False
 
-    async def _run(self, binding: Binding, delivery: DeliveryRecord, event: Event) -> StepEnd:
+    async def _run(
+        self,
+        binding: Binding,
+        delivery: DeliveryRecord,
+        event: Event,
+        *,
+        merge: Callable[[], bool] | None,
+        again: bool = False,
+    ) -> tuple[StepEnd, HeldTxn | None]:
+        """Run the step body (again after each ``collect_events`` answer) and return how it
+        ended, with its last edit's open transaction if ``merge()`` says the completion may
+        commit it (None: the edits commit at once)."""
         from ..context.context import Context
 
         spec = binding.specs[delivery.step]
         collected: dict[int, list[Event] | None] = {}
         for _ in range(self.max_collect_rounds):
-            inv = Invocation(self, binding, delivery, spec, event, collected=dict(collected))
+            inv = Invocation(
+                self, binding, delivery, spec, event, collected=dict(collected), again=again
+            )
             ctx: Context[Any] = Context._for_step(binding.workflow, inv)
             need: CollectNeeded | None = None
             try:
@@ -341,6 +368,7 @@ class Engine:
             except Exception as exc:
                 end = StepEnd(event, error=exc)
             unsent = inv.take_unsent()
+            held = _mergeable(inv, end, need) if merge is not None and merge() else None
             try:
                 # What the step sent and streamed is committed whatever it ended with.
                 await inv.flush()
@@ -349,13 +377,15 @@ class Engine:
                 end, need = (end if end.error is not None else StepEnd(event, error=exc)), None
             if need is None:
                 journal = inv.journal
-                return dataclasses.replace(
+                end = dataclasses.replace(
                     end, sent=unsent, journal_id=journal.journal_id, journal_fresh=journal.fresh
                 )
+                return end, held
             if unsent:
                 await self.commit_sends(binding, delivery, inv.journal, list(unsent))
             collected[need.index] = await self._collect(binding, delivery, need)
-        return StepEnd(event, error=WorkflowRuntimeError("collect_events called too many times"))
+        error = WorkflowRuntimeError("collect_events called too many times")
+        return StepEnd(event, error=error), None
 
     async def commit_sends(
         self,
@@ -417,6 +447,16 @@ class Engine:
         if ended:
             self.notify(run_id, finished=True)
         return ended
+
+
+def _mergeable(inv: Invocation, end: StepEnd, need: CollectNeeded | None) -> HeldTxn | None:
+    """The open transaction of the step's last edit, for its completion to commit, when
+    the step returned with nothing else left to write before its end (see :mod:`.deferral`)."""
+    if need is not None or end.error is not None or end.waiter is not None:
+        return None
+    if len(inv.pending_writes) != 1:
+        return None  # stream writes still to commit: they wait for the run lock
+    return inv.deferral.take()
 
 
 def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) -> str:

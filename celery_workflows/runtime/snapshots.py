@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from .._serializers import BaseSerializer
 from .._sync import run_sync
 from ..context.snapshot import (
@@ -35,8 +37,10 @@ def build_snapshot(
     serializer: BaseSerializer,
     *,
     include_state: bool = True,
+    state: BaseModel | None = None,
 ) -> dict[str, Any]:
-    """The v2 snapshot of a stored run (sync: ``ctx.to_dict()`` is sync upstream)."""
+    """The v2 snapshot of a stored run (sync: ``ctx.to_dict()`` is sync upstream);
+    ``state``, if given, stands for the stored state."""
     run, open_deliveries = run_sync(lambda: _load(store, run_id), inline=store.never_suspends)
     codec = binding.codec
     workers = {name: empty_worker() for name in binding.specs}
@@ -61,7 +65,10 @@ def build_snapshot(
             workers[waiter["step"]]["collected_waiters"].append(
                 _waiter_item(waiter, codec, serializer)
             )
-    state = codec.decode_state(run.state, for_edit=False) if include_state else DictState()
+    if not include_state:
+        state = DictState()
+    elif state is None:
+        state = codec.decode_state(run.state, for_edit=False)
     streams, releases = saved_streams(binding, run.meta, open_deliveries, serializer)
     return snapshot_dict(
         state,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -17,6 +18,7 @@ from ..context.state_store import StateEdit, validate_state
 from ..errors import StateValidationError
 from ..store.base import DeliveryRecord, Fence, RunStore
 from .codec import Codec
+from .deferral import DeferredCommit, HeldTxn
 
 #: The key in a delivery's ``extra`` of the retry generation its ``journal_id`` is for.
 JOURNAL_GENERATION = "journal_gen"
@@ -86,8 +88,10 @@ class RunStateBackend:
         fence: Fence | None = None,
         journal: JournalCursor | None = None,
         where: str = "",
+        deferral: DeferredCommit | None = None,
     ) -> None:
         self._store = store
+        self._deferral = deferral
         self._run_id = run_id
         self._codec = codec
         self.state_type = state_type
@@ -96,39 +100,60 @@ class RunStateBackend:
         self._where = where or f"run {run_id!r}"
 
     async def read(self) -> BaseModel:
-        """Committed state, no lock."""
+        """Committed state, no lock (a step's own held edit is committed first)."""
+        if self._deferral is not None:
+            await self._deferral.settle()
         run = await self._store.get_run(self._run_id)
         return self._codec.decode_state(run.state, for_edit=False)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[StateEdit]:
-        """One transaction under the run lock; commits the edit with its journal mark."""
+        """One transaction under the run lock; commits the edit with its journal mark
+        (in a step, maybe with the step's end: see :mod:`.deferral`)."""
         index = self._journal.take() if self._journal is not None else None
-        async with self._store.locked(self._run_id, self._fence) as txn:
-            state = self._codec.decode_state(txn.run.state, for_edit=True)
-            journal = self._journal
-            # Committed by an earlier attempt: run the block on a scratch copy only.
-            if (
-                journal is not None
-                and index is not None
-                and not journal.fresh
-                and await txn.journal_get(journal.journal_id, index) is not None
-            ):
-                yield _Edit(state, replayed=True)
-                return
-            edit = _Edit(state, replayed=False)
-            yield edit
-            # Live (in-memory) state is kept as upstream keeps it; state that is persisted
-            # is validated before it is encoded, so a bad value never reaches the row.
-            checked = (
-                validate_state(edit.state, self._where)
-                if self._codec.validates_state
-                else edit.state
-            )
-            try:
-                txn.set_state(self._codec.encode_state(checked))
-            except StateValidationError as exc:
-                # The codec and the store name the field; the step fails naming both.
-                raise StateValidationError(f"{self._where}: {exc}") from exc
-            if index is not None and self._journal is not None:
-                txn.journal_put(self._journal.journal_id, index)
+        locked = self._store.locked(self._run_id, self._fence)
+        txn = await locked.__aenter__()
+        try:
+            edit = await self._edit(txn, index)
+            if edit.replayed:
+                yield edit
+            else:
+                yield edit
+                self._stage(txn, edit, index)
+        except BaseException as exc:
+            if not await locked.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+            return
+        deferral = self._deferral
+        if deferral is not None and not edit.replayed and deferral.usable:
+            deferral.hold(HeldTxn(locked, txn), edit.state)
+        else:
+            await locked.__aexit__(None, None, None)
+
+    async def _edit(self, txn: Any, index: int | None) -> _Edit:
+        state = self._codec.decode_state(txn.run.state, for_edit=True)
+        journal = self._journal
+        # Committed by an earlier attempt: run the block on a scratch copy only.
+        if (
+            journal is not None
+            and index is not None
+            and not journal.fresh
+            and await txn.journal_get(journal.journal_id, index) is not None
+        ):
+            return _Edit(state, replayed=True)
+        return _Edit(state, replayed=False)
+
+    def _stage(self, txn: Any, edit: _Edit, index: int | None) -> None:
+        """Write the edited state and its journal mark into ``txn``."""
+        # Live (in-memory) state is kept as upstream keeps it; state that is persisted
+        # is validated before it is encoded, so a bad value never reaches the row.
+        checked = (
+            validate_state(edit.state, self._where) if self._codec.validates_state else edit.state
+        )
+        try:
+            txn.set_state(self._codec.encode_state(checked))
+        except StateValidationError as exc:
+            # The codec and the store name the field; the step fails naming both.
+            raise StateValidationError(f"{self._where}: {exc}") from exc
+        if index is not None and self._journal is not None:
+            txn.journal_put(self._journal.journal_id, index)

@@ -22,6 +22,7 @@ from ..events import Event
 from ..store.base import DeliveryRecord, RunStore, utcnow
 from . import verbose as trace
 from .codec import event_type_name
+from .deferral import DeferredCommit
 from .routing import Output, delivery_scope
 from .snapshots import REWAIT, build_snapshot
 from .state import JOURNAL_GENERATION, JournalCursor, RunStateBackend, invocation_journal
@@ -79,6 +80,8 @@ class Invocation:
     spec: StepSpec
     event: Event  # the decoded input event
     collected: dict[int, list[Event] | None] = field(default_factory=dict)
+    #: The body runs again in the same attempt (its completion could not be stored).
+    again: bool = False
     pending_writes: list[asyncio.Task[Any]] = field(default_factory=list)
     _stream_index: int = 0
     _unsent: list[tuple[int, Output]] = field(default_factory=list)
@@ -91,8 +94,11 @@ class Invocation:
         # A re-run of the body in the same attempt (after a collect_events answer) has
         # marks from its first round: only the first round of a first attempt is fresh.
         journal_id = invocation_journal(d)
-        fresh = not self.collected and d.attempt == 1 and journal_id == d.delivery_id
+        fresh = (
+            not self.collected and not self.again and d.attempt == 1 and journal_id == d.delivery_id
+        )
         self.journal = JournalCursor(journal_id, fresh=fresh)
+        self.deferral = DeferredCommit(self.pending_writes)
         backend = RunStateBackend(
             self.engine.store,
             d.run_id,
@@ -101,6 +107,7 @@ class Invocation:
             fence=d.fence,
             journal=self.journal,
             where=f"run {d.run_id!r} step {d.step!r}",
+            deferral=self.deferral,
         )
         self.store: StateStore[Any] = StateStore(backend)
 
@@ -220,10 +227,18 @@ class Invocation:
         raise StepSuspended(waiter, waiter_event)
 
     def snapshot(self, serializer: BaseSerializer, include_state: bool) -> dict[str, Any]:
-        """``ctx.to_dict()`` inside the step: the run's committed snapshot."""
+        """``ctx.to_dict()`` inside the step: the run's committed snapshot, with the state
+        of the step's last edit if its commit is still put off (see :mod:`.deferral`)."""
         run_id = self.delivery.run_id
         store = self.engine.store
-        return build_snapshot(self.binding, store, run_id, serializer, include_state=include_state)
+        return build_snapshot(
+            self.binding,
+            store,
+            run_id,
+            serializer,
+            include_state=include_state,
+            state=self.deferral.pending_state,
+        )
 
     def retry_info(self) -> Any:
         """The retry state of this delivery (``ctx.retry_info()``)."""

@@ -10,8 +10,6 @@ callers wait; both drive this module.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import uuid
 from collections import OrderedDict
@@ -21,28 +19,21 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
-    FencedOutError,
     InvalidMessageError,
     StateValidationError,
     WorkflowRuntimeError,
 )
-from ..events import Event, StartEvent, StepState
+from ..events import Event, StartEvent
 from ..store.base import DeliveryRecord, NewDelivery, NewRun, RunRecord, RunStore, utcnow
 from . import verbose as trace
 from .binding import Binding, bind
 from .codec import start_fingerprint
 from .completion import Completer
-from .deferral import HeldTxn, MergeRefused
 from .dispatch import Dispatch, Dispatcher, Listener
 from .failures import poison_reason
-from .faults import fault_point
 from .interventions import Ending, TimedOut, halt, on_event_sent_in, refuse_unknown_workflow
-from .invoke import call_step
 from .routing import Output
-from .state import JournalCursor
-from .step_context import CollectNeeded, Invocation, StepSuspended
-from .transitions import StepEnd, step_state
-from .waits import WaitTimeout, on_timeout_claimed
+from .stepping import StepRunner
 from .writes import transact
 
 if TYPE_CHECKING:
@@ -89,6 +80,7 @@ class Engine:
         self.run_bindings: dict[str, Binding] | None = None
         self.listeners: list[Listener] = []
         self._completer = Completer(self)
+        self._runner = StepRunner(self, self._completer)
 
     # --- registration ------------------------------------------------------------------
 
@@ -244,7 +236,7 @@ class Engine:
         if await self._poisoned(binding, delivery):
             return
         with self.heartbeat(delivery) if self.heartbeat is not None else nullcontext():
-            await self._execute_claimed(binding, delivery, spec)
+            await self._runner.run_claimed(binding, delivery)
 
     async def _unknown_workflow(self, delivery: DeliveryRecord, name: str) -> None:
         """Fail a run whose workflow this process does not know (no codec to use)."""
@@ -271,137 +263,6 @@ class Engine:
         if reason is not None:
             await self._completer.reject(binding, delivery, reason)
         return reason is not None
-
-    async def _execute_claimed(self, binding: Binding, delivery: DeliveryRecord, spec: Any) -> None:
-        try:
-            event = binding.codec.decode_event(delivery.event)
-        except InvalidMessageError as exc:
-            # A payload this worker cannot read fails the run, naming run and step.
-            await self._completer.reject(binding, delivery, str(exc))
-            return
-        if await self._waiter_timed_out(delivery):
-            return
-        started = None
-        if self.step_events:
-            # In the background: the stream append takes the run lock, and the step must
-            # not wait for another step's open edit_state() just to say it started.
-            running = step_state(delivery, StepState.RUNNING, event)
-            started = asyncio.ensure_future(
-                self.append_stream(binding, delivery.run_id, running, None)
-            )
-        verbose = binding.workflow._verbose
-        if verbose:
-            trace.started(delivery, event)
-        # The step's last edit may commit with its end, unless the step-started stream
-        # write (which waits for the run lock) is still to come.
-        end, held = await self._run(
-            binding, delivery, event, merge=lambda: started is None or started.done()
-        )
-        if verbose:
-            trace.finished(delivery, end.result, end.error)
-        if started is not None:
-            await started
-        try:
-            try:
-                await self._completer.complete(binding, delivery, end, held)
-            except MergeRefused:
-                # What the step left cannot be stored, and its edit went with it: run it
-                # again committing its edits at once (it may run again, as after a crash).
-                end, _ = await self._run(binding, delivery, event, merge=None, again=True)
-                await self._completer.complete(binding, delivery, end)
-        except FencedOutError as exc:
-            # The run finished or another attempt took over: this attempt's work is void.
-            log.info("completion of %s refused: %s", delivery.delivery_id, exc)
-        finally:
-            if held is not None and not held.closed:
-                await held.abort(RuntimeError("completion abandoned"))
-
-    async def _waiter_timed_out(self, delivery: DeliveryRecord) -> bool:
-        """For a wait_for_event timeout delivery: True (and done) if the wait already ended.
-
-        Otherwise the waiter is marked as timing out (no event resumes it any more) and
-        stays until this delivery's completion removes it: an attempt killed before that
-        leaves the mark, and the next attempt, seeing its own mark, runs the step again.
-        """
-        if WaitTimeout.of(delivery) is None:
-            return False
-        decision = await transact(
-            self.store,
-            delivery.run_id,
-            delivery.fence,
-            lambda run, _: on_timeout_claimed(run, delivery),
-        )
-        if decision.answer:
-            return True
-        # Crash tests kill the worker here: the waiter is marked, the step not yet re-run.
-        fault_point("after_wait_timeout_mark")
-        return False
-
-    async def _run(
-        self,
-        binding: Binding,
-        delivery: DeliveryRecord,
-        event: Event,
-        *,
-        merge: Callable[[], bool] | None,
-        again: bool = False,
-    ) -> tuple[StepEnd, HeldTxn | None]:
-        """Run the step body (again after each ``collect_events`` answer) and return how it
-        ended, with its last edit's open transaction if ``merge()`` says the completion may
-        commit it (None: the edits commit at once)."""
-        from ..context.context import Context
-
-        spec = binding.specs[delivery.step]
-        collected: dict[int, list[Event] | None] = {}
-        for _ in range(self.max_collect_rounds):
-            inv = Invocation(
-                self, binding, delivery, spec, event, collected=dict(collected), again=again
-            )
-            ctx: Context[Any] = Context._for_step(binding.workflow, inv)
-            need: CollectNeeded | None = None
-            try:
-                end = StepEnd(event, result=await call_step(inv, ctx, event))
-            except CollectNeeded as needed:
-                need, end = needed, StepEnd(event)
-            except StepSuspended as suspended:
-                end = StepEnd(event, waiter=suspended.waiter, waiter_event=suspended.waiter_event)
-            except Exception as exc:
-                end = StepEnd(event, error=exc)
-            unsent = inv.take_unsent()
-            held = _mergeable(inv, end, need) if merge is not None and merge() else None
-            try:
-                # What the step sent and streamed is committed whatever it ended with.
-                await inv.flush()
-            except Exception as exc:
-                # A send that could not be stored fails the step (unless it failed already).
-                end, need = (end if end.error is not None else StepEnd(event, error=exc)), None
-            if need is None:
-                journal = inv.journal
-                end = dataclasses.replace(
-                    end, sent=unsent, journal_id=journal.journal_id, journal_fresh=journal.fresh
-                )
-                return end, held
-            if unsent:
-                await self.commit_sends(binding, delivery, inv.journal, list(unsent))
-            collected[need.index] = await self._collect(binding, delivery, need)
-        error = WorkflowRuntimeError("collect_events called too many times")
-        return StepEnd(event, error=error), None
-
-    async def commit_sends(
-        self,
-        binding: Binding,
-        delivery: DeliveryRecord,
-        journal: JournalCursor,
-        sends: list[tuple[int, Output]],
-    ) -> None:
-        """Commit events a step sent (see :meth:`Completer.sent`)."""
-        await self._completer.sent(binding, delivery, journal, sends)
-
-    async def _collect(
-        self, binding: Binding, delivery: DeliveryRecord, need: CollectNeeded
-    ) -> list[Event] | None:
-        """The answer to a ``collect_events`` call (see :meth:`Completer.collect`)."""
-        return await self._completer.collect(binding, delivery, need)
 
     # --- events from outside, stream, cancel, timeout ------------------------------------
 
@@ -447,16 +308,6 @@ class Engine:
         if ended:
             self.notify(run_id, finished=True)
         return ended
-
-
-def _mergeable(inv: Invocation, end: StepEnd, need: CollectNeeded | None) -> HeldTxn | None:
-    """The open transaction of the step's last edit, for its completion to commit, when
-    the step returned with nothing else left to write before its end (see :mod:`.deferral`)."""
-    if need is not None or end.error is not None or end.waiter is not None:
-        return None
-    if len(inv.pending_writes) != 1:
-        return None  # stream writes still to commit: they wait for the run lock
-    return inv.deferral.take()
 
 
 def _start_where(binding: Binding, run_id: str, start_event: StartEvent | None) -> str:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 class StepHost(Protocol):
     """What a step's invocation needs of the engine, and no more."""
 
-    store: RunStore
+    @property
+    def store(self) -> RunStore: ...
 
     async def append_stream(
         self, binding: Binding, run_id: str, event: Event, key: str | None

@@ -2,21 +2,24 @@
 ``workflows.context.state_store`` under the same names (``state_store`` re-exports them).
 
 A DictState is encoded key by key (``{"_data": {key: serialized value}}``), a typed model
-whole by the serializer. Decoding looks at the payload's shape, never at the class names
-it records: with a ``JsonSerializer`` a typed model comes back only if its class is
-registered (``JsonSerializer(allowed_types=[...])``), as everywhere in this package.
+whole by the serializer. Decoding looks at the payload's shape; the class name a typed
+payload records resolves only against classes this process holds (DESIGN invariant 10):
+those registered on a ``JsonSerializer`` (``allowed_types=[...]``), a ``state_type``
+passed in, and the state models this process keeps in a local store or encodes itself
+(:func:`register_state_type`), so a ``to_dict()`` payload loads back where it was made.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, model_validator
 
-from .._serializers import BaseSerializer
+from .._serializers import BaseSerializer, JsonSerializer, qualified_name
 from ._dict_state import DictState
 
 #: Keys that prebuilt agents keep in state and that may not serialize: skipped with a
@@ -29,6 +32,21 @@ class UnserializableKeyWarning(Warning):
 
 
 warnings.simplefilter("once", UnserializableKeyWarning)
+
+#: Typed state models this process holds in a store or has encoded, by record name: a
+#: payload naming one of them decodes without registering it again (it imports nothing).
+_state_types: weakref.WeakValueDictionary[str, type[BaseModel]] = weakref.WeakValueDictionary()
+
+
+def _names(cls: type[Any]) -> tuple[str, str]:
+    return qualified_name(cls), f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_state_type(cls: type[BaseModel]) -> None:
+    """Let state payloads naming ``cls`` decode in this process (DictState needs none)."""
+    if cls is not DictState:
+        for name in _names(cls):
+            _state_types[name] = cls
 
 
 class InMemorySerializedState(BaseModel):
@@ -110,6 +128,7 @@ def encode_state(
     if isinstance(state, DictState):
         data: Any = serialize_dict_state_data(state, serializer, known_unserializable_keys)
     else:
+        register_state_type(type(state))
         data = serializer.serialize(state)
     return data, type(state).__name__, type(state).__module__
 
@@ -138,9 +157,32 @@ def _model_from(value: Any, what: str) -> BaseModel:
     )
 
 
-def decode_state(state_data: Any, serializer: BaseSerializer) -> BaseModel:
+def _resolving(
+    serializer: BaseSerializer, data: Any, state_type: type[BaseModel] | None
+) -> BaseSerializer:
+    """``serializer``, made to resolve the state model that ``data`` names when that is
+    ``state_type`` or a state type of this process; ValueError when it names no known
+    class (nothing is imported)."""
+    if not isinstance(serializer, JsonSerializer) or not isinstance(data, dict):
+        return serializer
+    name = data.get("qualified_name")
+    if not data.get("__is_pydantic") or not isinstance(name, str) or serializer.lookup(name):
+        return serializer
+    if state_type is not None and name in _names(state_type):
+        return serializer.with_types(state_type)
+    known = _state_types.get(name)
+    if known is not None:
+        return serializer.with_types(known)
+    serializer.resolve_class(name)  # raises, naming the class and how to register it
+    return serializer
+
+
+def decode_state(
+    state_data: Any, serializer: BaseSerializer, state_type: type[BaseModel] | None = None
+) -> BaseModel:
     """State data back to a model, by its shape: None is an empty DictState, a
-    ``{"_data": ...}`` wrapper a DictState, anything else a serialized model."""
+    ``{"_data": ...}`` wrapper a DictState, anything else a serialized model (of a class
+    registered on the serializer, ``state_type``, or a state type of this process)."""
     if isinstance(state_data, BaseModel):
         return state_data
     if state_data is None:
@@ -152,10 +194,12 @@ def decode_state(state_data: Any, serializer: BaseSerializer) -> BaseModel:
             parsed = None
         if isinstance(parsed, dict) and "_data" in parsed:
             return deserialize_dict_state_data(parsed, serializer)
+        serializer = _resolving(serializer, parsed, state_type)
         return _model_from(serializer.deserialize(state_data), "string")
     if isinstance(state_data, dict):
         if "_data" in state_data:
             return deserialize_dict_state_data(state_data, serializer)
+        serializer = _resolving(serializer, state_data, state_type)
         return _model_from(serializer.deserialize(json.dumps(state_data)), "dict")
     raise ValueError(
         f"Unrecognized state payload of type {type(state_data).__name__}; refusing to decode"
@@ -167,9 +211,10 @@ def deserialize_state_from_dict(
     serializer: BaseSerializer,
     state_type: type[BaseModel] | None = None,
 ) -> BaseModel:
-    """The model of a state section (``state_type`` is ignored, as upstream does: the
-    payload's shape decides)."""
-    return decode_state(serialized_state.get("state_data"), serializer)
+    """The model of a state section. The payload's shape decides, as upstream; a typed
+    payload's class resolves against the serializer's registered types, ``state_type``
+    and the state types of this process (upstream imports the class it names)."""
+    return decode_state(serialized_state.get("state_data"), serializer, state_type)
 
 
 def decode_seed_state(serialized_state: dict[str, Any], serializer: BaseSerializer) -> BaseModel:

@@ -41,6 +41,7 @@ from ._state_codec import (
     encode_state_payload,
     is_durable_serialized_state,
     parse_in_memory_state,
+    register_state_type,
     serialize_dict_state_data,
 )
 
@@ -166,6 +167,7 @@ class LocalStateBackend:
     def __init__(self, state: BaseModel) -> None:
         self._state = state
         self.state_type: type[BaseModel] = type(state)
+        register_state_type(self.state_type)
         self._lock = asyncio.Lock()
         self.written = False
 

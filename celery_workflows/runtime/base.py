@@ -24,6 +24,7 @@ from ..store.base import NewDelivery, RunRecord, RunStore
 from ..store.changes import RunWatch
 from .binding import Binding
 from .engine import Dispatcher, Engine
+from .instrumentation import TAGS_META_KEY, caller_tags
 from .snapshots import build_snapshot, resume_plan
 from .state import RunStateBackend
 from .step_events import request_step_events
@@ -222,6 +223,10 @@ class BaseRuntime:
                 start_event = None
         else:
             state = run_sync(lambda: ctx.store._backend.read(), inline=self._inline())
+        # The caller's instrument tags reach the run's steps in whichever process they run.
+        tags = caller_tags()
+        if tags:
+            meta = {**meta, TAGS_META_KEY: tags}
         self._create(binding, start_event, run_id, state, resume, meta)
         port = RunHandle(self, binding, run_id)
         ctx._attach(port)

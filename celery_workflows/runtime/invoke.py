@@ -1,8 +1,9 @@
 """Calling a step function: build its arguments, run it (sync steps in a thread).
 
 Each call is an instrumentation span (``llama-index-instrumentation``, as upstream): a
-span a step opens nests under its step's span, and the spans carry the run id in their
-tags (``run_id``) with the step's input event.
+span a step opens nests under its step's span, and the spans carry the tags of
+:func:`~celery_workflows.runtime.instrumentation.step_tags`. A step cancelled with its run
+leaves its span as an exit, as upstream's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from llama_index_instrumentation import get_dispatcher
-from llama_index_instrumentation.dispatcher import active_instrument_tags, instrument_tags
+from llama_index_instrumentation.dispatcher import instrument_tags
 
 from ..context.context import current_step_context
 from ..events import Event
+from .instrumentation import SpanCancelledEvent, run_tags, step_tags
 from .step_context import CollectNeeded, StepSuspended
 
 if TYPE_CHECKING:
@@ -57,11 +59,8 @@ async def call_step(inv: Invocation, ctx: Context[Any], event: Event) -> Any:
     """Run the step body once, in its span, and return what it returned."""
     func = inv.binding.functions[inv.spec.name]
     kwargs = await _arguments(inv, ctx, event)
-    tags = {
-        **active_instrument_tags.get(),
-        "run_id": inv.delivery.run_id,
-        "llamaindex.step.input_event": type(event).__name__,
-    }
+    run_id = inv.delivery.run_id
+    tags = step_tags(run_id, event, await run_tags.of(inv.engine.store, run_id))
     token = current_step_context.set(ctx)
     try:
         with instrument_tags(tags):
@@ -87,8 +86,9 @@ def _signature(func: Any) -> inspect.Signature:
 
 
 async def _spanned_async(func: Any, kwargs: dict[str, Any]) -> Any:
-    # wait_for_event and collect_events stop a step with a control-flow exception: it
-    # leaves the span as a plain exit, not as an error, and is raised again after it.
+    # wait_for_event and collect_events stop a step with a control-flow exception, and a
+    # cancelled run stops it with CancelledError: each leaves the span as a plain exit,
+    # not as an error, and is raised again after it.
     stopped: list[BaseException] = []
 
     @functools.wraps(func)
@@ -97,6 +97,10 @@ async def _spanned_async(func: Any, kwargs: dict[str, Any]) -> Any:
             return await func(**arguments)
         except (StepSuspended, CollectNeeded) as control:
             stopped.append(control)
+            return None
+        except asyncio.CancelledError as cancelled:
+            _dispatcher.event(SpanCancelledEvent(reason="step cancelled"))
+            stopped.append(cancelled)
             return None
 
     # The span binds the call to the signature at every call; the step's is computed once.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import weakref
 from collections import OrderedDict, defaultdict
@@ -67,9 +68,15 @@ class InlineDispatcher:
 
     def _spawn(self, item: Dispatch) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(item))
-        runs = self.tasks.setdefault(item.run_id, set())
-        runs.add(task)
-        task.add_done_callback(runs.discard)
+        self.tasks.setdefault(item.run_id, set()).add(task)
+        task.add_done_callback(functools.partial(self._done, item.run_id))
+
+    def _done(self, run_id: str, task: asyncio.Task[None]) -> None:
+        runs = self.tasks.get(run_id)
+        if runs is not None:
+            runs.discard(task)
+            if not runs:
+                del self.tasks[run_id]
 
     async def _execute(self, item: Dispatch) -> None:
         assert self.engine is not None
@@ -98,9 +105,9 @@ class InlineDispatcher:
         self.forget(run_id)
 
     def forget(self, run_id: str) -> None:
-        """Drop the per-run bookkeeping of a run that ended (tasks finish on their own;
-        deliveries still waiting for their time are not sent)."""
-        self.tasks.pop(run_id, None)
+        """Drop the per-run bookkeeping of a run that ended (deliveries still waiting for
+        their time are not sent). Its running tasks stay known until they end: a run
+        cancelled or timed out ends before :meth:`cancel_run` stops them."""
         for timer in self._timers.pop(run_id, ()):
             timer.cancel()
         for key in [k for k in self._limits if k[0] == run_id]:
@@ -199,6 +206,9 @@ class LocalRuntime(BaseRuntime):
 
     async def cancel(self, binding: Binding, run_id: str) -> None:
         """Cancel the run and stop its in-flight steps."""
+        # Its steps stop first: one inside edit_state() holds the run's lock, which the
+        # cancel must take. Again after it: a step may have started in between.
+        self.dispatcher.cancel_run(run_id)
         await super().cancel(binding, run_id)
         self.dispatcher.cancel_run(run_id)
 

@@ -1,8 +1,9 @@
 """Pure routing: which deliveries an event becomes, given the run's meta.
 
-No I/O here. The engine calls :func:`route` inside the completion transaction, under the
-run lock, with the run's meta; the function mutates that meta copy (join buffers, fan-in
-buffers, waiters) and returns the deliveries to insert.
+No I/O here (but a warning logged for an event a collecting step drops). The engine
+calls :func:`route` inside the completion transaction, under the run lock, with the
+run's meta; the function mutates that meta copy (join buffers, fan-in buffers, waiters)
+and returns the deliveries to insert.
 
 Meta keys (all JSON-compatible when the codec is JSON):
 - ``waiters``: open ``wait_for_event`` calls: step, journal id, trigger event, awaited type;
@@ -15,6 +16,7 @@ Meta keys (all JSON-compatible when the codec is JSON):
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,8 @@ from ..collect import Take
 from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery
 from .codec import Codec, event_type_name
+
+log = logging.getLogger("celery_workflows.routing")
 
 
 def child_id(parent_id: str, index: int | str) -> str:
@@ -145,8 +149,15 @@ class Router:
     ) -> bool:
         """Buffer a member of ``spec``'s collection (see :mod:`.streams`); True, with
         ``extra`` filled, when the step fires now (its ``Take(n)`` reached). Events
-        outside any stream never join one (``ctx.send_event`` cannot add members)."""
+        outside any stream (all that ``ctx.send_event`` sends) never join one: they are
+        dropped with a warning, as upstream."""
         if not out.scope:
+            log.warning(
+                "Ignoring %s for collect step %r: it was sent outside any collection "
+                "stream (e.g. via ctx.send_event) so it cannot join a batch.",
+                type(out.event).__name__,
+                spec.name,
+            )
             return False
         stream, position, _ = out.scope[-1]
         buf = meta.setdefault("fanin", {}).setdefault(

@@ -45,7 +45,8 @@ def route_sent(
     sends: Sequence[tuple[int, Output]],
     done: Collection[int],
 ) -> Sent:
-    """Route the sends not ``done`` (journaled) into ``meta``; each is journaled."""
+    """Route the sends not ``done`` (journaled) into ``meta``, outside any fan-out
+    stream; each is journaled."""
     sent = Sent([], [], None)
     for n, out in sends:
         if n in done:
@@ -57,7 +58,10 @@ def route_sent(
         if isinstance(out.event, InputRequiredEvent):
             payload = binding.codec.encode_event(out.event)
             sent.writes.append(AppendStream(payload, f"{journal_id}:send{n}"))
-        sent.added += binding.router.route(meta, [out], f"{journal_id}/send{n}").deliveries
+        # As upstream, a sent event leaves the sender's fan-out stream: it never joins a
+        # batch, and what the steps it wakes return is no member either.
+        unscoped = Output(out.event, out.step)
+        sent.added += binding.router.route(meta, [unscoped], f"{journal_id}/send{n}").deliveries
     return sent
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from types import SimpleNamespace
 from typing import Annotated, Any
 
@@ -152,6 +153,80 @@ async def test_a_send_targeted_at_a_collecting_step_is_refused(
 
     with pytest.raises(impl.errors.WorkflowRuntimeError, match="cannot receive targeted events"):
         await bounded(Targeted(timeout=10).run(), 10)
+
+
+async def test_an_untargeted_send_from_a_branch_is_no_member_of_its_stream(
+    impl: SimpleNamespace, bounded: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
+
+    class Item(Event):
+        i: int
+
+    class Done(Event):
+        i: int
+
+    class Sending(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item]:
+            return [Item(i=i) for i in range(3)]
+
+        @step(num_workers=4)
+        async def work(self, ctx: Context, ev: Item) -> Done:
+            # Sent, not returned: it leaves the stream, so it never joins the batch.
+            ctx.send_event(Done(i=100 + ev.i))
+            return Done(i=ev.i)
+
+        @step
+        async def gather(self, evs: list[Done]) -> StopEvent:
+            await asyncio.sleep(0.3)  # the sends arrive meanwhile: none fires gather again
+            return StopEvent(result=sorted(e.i for e in evs))
+
+    with caplog.at_level(logging.WARNING):
+        assert await bounded(Sending(timeout=10).run(), 10) == [0, 1, 2]
+    ignored = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = (
+        "Ignoring Done for collect step 'gather': it was sent outside any collection "
+        "stream (e.g. via ctx.send_event) so it cannot join a batch."
+    )
+    assert ignored.count(expected) == 3, ignored
+
+
+async def test_a_step_woken_by_a_send_from_a_branch_is_outside_the_stream(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    Event, StartEvent, StopEvent, step, Context = basics(impl)
+
+    class Item(Event):
+        i: int
+
+    class Side(Event):
+        i: int
+
+    class Done(Event):
+        i: int
+
+    class Aside(impl.Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Item]:
+            return [Item(i=i) for i in range(2)]
+
+        @step(num_workers=4)
+        async def work(self, ctx: Context, ev: Item) -> Done | Side:
+            ctx.send_event(Side(i=10 + ev.i))
+            return Done(i=ev.i)
+
+        @step(num_workers=4)
+        async def side(self, ev: Side) -> Done:
+            # Woken by a send: what it returns is no member of the branch's stream.
+            return Done(i=ev.i)
+
+        @step
+        async def gather(self, evs: list[Done]) -> StopEvent:
+            await asyncio.sleep(0.3)
+            return StopEvent(result=sorted(e.i for e in evs))
+
+    assert await bounded(Aside(timeout=10).run(), 10) == [0, 1]
 
 
 def test_collect_markers_are_validated(impl: SimpleNamespace) -> None:

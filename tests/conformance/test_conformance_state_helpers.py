@@ -6,6 +6,7 @@ helpers, the snapshot models and their version. In-process, on upstream and on o
 from __future__ import annotations
 
 import importlib
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -186,6 +187,37 @@ def test_dict_state_data_helpers_round_trip(impl: SimpleNamespace) -> None:
     assert isinstance(ss.decode_state(None, serializer), ss.DictState)
     restored = ss.deserialize_state_from_dict({"state_data": data}, serializer)
     assert dict(restored.items()) == dict(back.items())
+
+
+class Typed(BaseModel):
+    """A typed state model kept in an InMemoryStateStore and serialized."""
+
+    counter: int = 0
+    name: str = ""
+
+
+async def test_a_typed_state_payload_deserializes_to_its_model(impl: SimpleNamespace) -> None:
+    ss, serializer = impl.ss, impl.JsonSerializer()
+    serialized = ss.InMemoryStateStore(Typed(counter=100, name="typed")).to_dict(serializer)
+    assert serialized["state_type"] == "Typed"
+    for restored in (
+        ss.deserialize_state_from_dict(serialized, serializer),
+        ss.deserialize_state_from_dict(serialized, serializer, state_type=Typed),
+        ss.decode_seed_state(serialized, serializer),
+        await ss.InMemoryStateStore.from_dict(serialized, serializer).get_state(),
+    ):
+        assert type(restored) is Typed
+        assert restored.model_dump() == {"counter": 100, "name": "typed"}
+
+
+async def test_a_typed_state_payload_round_trips_through_json(impl: SimpleNamespace) -> None:
+    ss, serializer = impl.ss, impl.JsonSerializer()
+    store = ss.InMemoryStateStore(Child(a=2, b=3))
+    await store.set("tags", {"k": 1})
+    text = json.dumps(store.to_dict(serializer))
+    restored = ss.deserialize_state_from_dict(json.loads(text), serializer)
+    assert type(restored) is Child
+    assert restored.model_dump() == {"a": 2, "tags": {"k": 1}, "b": 3, "label": "a=2"}
 
 
 def test_state_codec_errors_are_value_errors(impl: SimpleNamespace) -> None:

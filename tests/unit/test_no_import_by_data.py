@@ -9,6 +9,7 @@ entry in ``sys.modules``.
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 
 from celery_workflows import Context, Workflow, step
 from celery_workflows.context import JsonSerializer
-from celery_workflows.context.state_store import DictState
+from celery_workflows.context.state_store import DictState, deserialize_state_from_dict
 from celery_workflows.errors import ContextSerdeError, InvalidMessageError
 from celery_workflows.events import (
     Event,
@@ -240,6 +241,31 @@ def test_the_default_json_serializer_imports_nothing(trap: Trap) -> None:
     event = serializer.deserialize_value(failed_event_payload(trap))
     assert isinstance(event.exception, UnreconstructedException)
     assert not trap.imported
+
+
+def test_a_typed_state_payload_naming_an_unknown_class_is_refused_without_import(
+    trap: Trap,
+) -> None:
+    payload = {"state_data": json.dumps(look_alike(trap)), "state_type": "Model"}
+    with pytest.raises(ValueError, match=f"Class {trap.name('Model')} is not registered"):
+        deserialize_state_from_dict(payload, JsonSerializer())
+    assert not trap.imported
+
+
+def test_a_typed_state_payload_resolves_against_the_state_type_passed_in() -> None:
+    class NeverStored(BaseModel):  # no store of this process ever held one
+        n: int = 0
+
+    tagged = {
+        "__is_pydantic": True,
+        "value": {"n": 7},
+        "qualified_name": f"{__name__}.NeverStored",
+    }
+    payload = {"state_data": json.dumps(tagged), "state_type": "NeverStored"}
+    with pytest.raises(ValueError, match="is not registered"):
+        deserialize_state_from_dict(payload, JsonSerializer())
+    restored = deserialize_state_from_dict(payload, JsonSerializer(), state_type=NeverStored)
+    assert restored == NeverStored(n=7)
 
 
 def test_an_exception_registered_on_the_serializer_is_rebuilt() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import warnings
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any
@@ -42,11 +43,15 @@ class WorkflowHandler:
         try:
             self._stop = await self._port.result()
         except BaseException as exc:
-            self._error = exc
-            if isinstance(exc, WorkflowCancelledByUser):
-                self._stop = WorkflowCancelledEvent()
+            self._ended_with(exc)
             raise
         return self._stop
+
+    def _ended_with(self, exc: BaseException) -> None:
+        """Record the error the run ended with (a cancel stands for its stop event)."""
+        self._error = exc
+        if isinstance(exc, WorkflowCancelledByUser) and self._stop is None:
+            self._stop = WorkflowCancelledEvent()
 
     async def _await_result(self) -> Any:
         stop = await self.stop_event_result()
@@ -79,7 +84,8 @@ class WorkflowHandler:
         return self.is_done()
 
     def exception(self) -> BaseException | None:
-        """The error the run ended with, once known."""
+        """The error the run ended with, once known (deprecated upstream: warns once)."""
+        _warn_exception_deprecated()
         return self._error
 
     def cancelled(self) -> bool:
@@ -102,9 +108,16 @@ class WorkflowHandler:
         """Cancel the run and wait up to ``timeout`` seconds for it to have ended;
         awaiting the handler then raises WorkflowCancelledByUser."""
         await self._port.cancel()
-        # The cancel commits the run's end; what is left is the waiters seeing it.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._port.result(), timeout)
+        # The cancel commits the run's end; what is left is the waiters seeing it. As
+        # upstream, exception() tells how the run ended once this returns.
+        outcome = asyncio.ensure_future(self._port.result())
+        done, _ = await asyncio.wait({outcome}, timeout=timeout)
+        if not done:
+            outcome.cancel()
+            with contextlib.suppress(BaseException):
+                await outcome
+        elif (error := outcome.exception()) is not None:
+            self._ended_with(error)
 
     async def send_event(self, event: Event, step: str | None = None) -> None:
         """Send ``event`` into the run (e.g. a HumanResponseEvent)."""
@@ -113,3 +126,13 @@ class WorkflowHandler:
     def __str__(self) -> str:
         name = self._port.workflow_name
         return f"WorkflowHandler(workflow={name}, run_id={self.run_id}, result={self._stop})"
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_exception_deprecated() -> None:
+    # Once per process, as upstream.
+    warnings.warn(
+        "WorkflowHandler.exception() is deprecated and will be removed in a future release",
+        DeprecationWarning,
+        stacklevel=3,
+    )

@@ -10,7 +10,9 @@ Meta keys (all JSON-compatible when the codec is JSON):
 - ``joins``: ``{step: {param: [event payload, ...]}}`` for multi-parameter steps;
 - ``fanin``: ``{"step|stream": {"size": n, "items": {index: payload}}}`` for ``list[E]``;
 - ``collect``: ``{"step|buffer": [payload, ...]}`` for ``ctx.collect_events``;
-- ``recoveries``: ``{handler: count}`` for ``@catch_error`` budgets.
+- ``recoveries``: ``{handler: count}`` for ``@catch_error`` budgets;
+- ``retained``: events nothing took when they came (no accepting step, no waiter), oldest
+  first, for a ``wait_for_event`` registered later (see :mod:`.waits`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..collect import Take
 from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery
 from .codec import Codec, event_type_name
+from .retained import retain
 
 log = logging.getLogger("celery_workflows.routing")
 
@@ -58,6 +61,27 @@ class Routed:
     unhandled: list[Event] = field(default_factory=list)
 
 
+def waiter_matches(waiter: Mapping[str, Any], event: Event) -> bool:
+    """Whether ``event`` answers ``waiter``: its exact type and every requirement."""
+    return bool(
+        waiter["waiting_for"] == event_type_name(event)
+        and _matches_requirements(event, waiter.get("requirements") or {})
+    )
+
+
+def resume_delivery(waiter: Mapping[str, Any], payload: Any, seed: str) -> NewDelivery:
+    """The delivery that runs a waiting step again with ``payload`` as its answer."""
+    resolved = {**waiter.get("resolved", {}), waiter["waiter_id"]: payload}
+    return NewDelivery(
+        child_id(seed, f"resume/{waiter['waiter_id']}/{waiter['journal_id']}"),
+        waiter["step"],
+        waiter["event"],
+        parent_id=waiter["delivery_id"],
+        journal_id=waiter["journal_id"],
+        extra={**waiter.get("extra", {}), "resolved": resolved},
+    )
+
+
 def _matches_requirements(event: Event, requirements: Mapping[str, Any]) -> bool:
     for key, value in requirements.items():
         actual = event.get(key, getattr(event, key, None)) if key in event else None
@@ -87,7 +111,8 @@ class Router:
         outputs: Sequence[Output],
         parent_id: str,
     ) -> Routed:
-        """Turn outputs into deliveries, buffering joins and fan-ins in ``meta``."""
+        """Turn outputs into deliveries, buffering joins and fan-ins in ``meta``; an
+        output nothing takes is reported in ``unhandled`` and retained in ``meta``."""
         routed = Routed()
         for index, out in enumerate(outputs):
             payload = self.codec.encode_event(out.event)
@@ -98,6 +123,8 @@ class Router:
                 self._deliver(meta, spec, out, payload, child_id(parent_id, key), parent_id, routed)
             if not targets and not handled:
                 routed.unhandled.append(out.event)
+                # Kept for a wait not registered yet (its step has not ended yet).
+                retain(meta, out.event, payload)
         return routed
 
     def _deliver(
@@ -179,25 +206,13 @@ class Router:
         self, meta: dict[str, Any], event: Event, payload: Any, seed: str, routed: Routed
     ) -> bool:
         waiters: list[dict[str, Any]] = meta.get("waiters", [])
-        name = event_type_name(event)
         matched = [
             w
             for w in waiters
-            if w["waiting_for"] == name
-            and "timing_out" not in w  # its timeout is re-running the step
-            and _matches_requirements(event, w.get("requirements") or {})
+            # A waiter marked timing_out is skipped: its timeout is re-running the step.
+            if "timing_out" not in w and waiter_matches(w, event)
         ]
         for w in matched:
             waiters.remove(w)
-            resolved = {**w.get("resolved", {}), w["waiter_id"]: payload}
-            routed.deliveries.append(
-                NewDelivery(
-                    child_id(seed, f"resume/{w['waiter_id']}/{w['journal_id']}"),
-                    w["step"],
-                    w["event"],
-                    parent_id=w["delivery_id"],
-                    journal_id=w["journal_id"],
-                    extra={**w.get("extra", {}), "resolved": resolved},
-                )
-            )
+            routed.deliveries.append(resume_delivery(w, payload, seed))
         return bool(matched)

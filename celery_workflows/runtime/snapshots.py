@@ -17,7 +17,7 @@ from ..context.snapshot import (
     work_item,
 )
 from ..context.state_store import DictState
-from ..store.base import DeliveryRecord, NewDelivery, RunRecord, RunStore
+from ..store.base import DeliveryRecord, DeliveryStatus, NewDelivery, RunRecord, RunStore
 from .binding import Binding
 from .codec import event_type_name
 from .routing import child_id
@@ -26,8 +26,32 @@ from .waits import is_pending_timeout, waiter_record
 
 
 async def _load(store: RunStore, run_id: str) -> tuple[RunRecord, list[DeliveryRecord]]:
+    """The run and the work a snapshot saves: its open deliveries; for a cancelled run,
+    those its cancel closed (a cancel closes every open delivery, and nothing else
+    closes one as cancelled)."""
     run = await store.get_run(run_id)
-    return run, await store.list_deliveries(run_id, ["pending", "running"])
+    statuses: list[DeliveryStatus] = ["pending", "running"]
+    if run.status == "cancelled":
+        statuses = ["cancelled"]
+    return run, await store.list_deliveries(run_id, statuses)
+
+
+def resumable(run: RunRecord) -> bool:
+    """Whether a snapshot of ``run`` resumes it: while it goes on, and, as upstream,
+    after a cancel (its snapshot keeps ``is_running`` true, its work and its waiters,
+    so ``Context.from_dict`` then ``run(ctx=...)`` continues it). A run that completed,
+    failed or timed out has nothing left to resume."""
+    return not run.finished or run.status == "cancelled"
+
+
+def _in_progress(delivery: DeliveryRecord) -> bool:
+    """Whether a delivery was running (else queued), also once a cancel closed it: it
+    was claimed after its last failure (a pending retry was claimed as often as it
+    failed)."""
+    if delivery.status != "cancelled":
+        return delivery.status == "running"
+    failures = int((delivery.extra.get("retry") or {}).get("count", 0))
+    return delivery.attempt > failures
 
 
 def build_snapshot(
@@ -53,7 +77,7 @@ def build_snapshot(
         event = codec.decode_event(d.event)
         path = scope_path(d.extra.get("scope"))
         item = work_item(serializer.serialize(event), d.delivery_id, _retry_of(d, event), path)
-        workers[d.step]["in_progress" if d.status == "running" else "queue"].append(item)
+        workers[d.step]["in_progress" if _in_progress(d) else "queue"].append(item)
     for key, payloads in (run.meta.get("collect") or {}).items():
         step, _, buffer_id = key.partition("|")
         if step in workers and payloads:
@@ -73,7 +97,7 @@ def build_snapshot(
     return snapshot_dict(
         state,
         serializer,
-        is_running=not run.finished,
+        is_running=resumable(run),
         workers=workers,
         streams=streams,
         releases=releases,
@@ -202,4 +226,4 @@ def resume_plan(
     return deliveries, meta
 
 
-__all__ = ["REWAIT", "build_snapshot", "resume_plan"]
+__all__ = ["REWAIT", "build_snapshot", "resumable", "resume_plan"]

@@ -34,6 +34,7 @@ from .sends import Sent, completed_writes, route_sent
 from .streams import open_stream, settle, streams_of
 from .waits import (
     WaitTimeout,
+    answer_from_retained,
     register_waiter,
     release_timed_out_waiter,
     timeout_delivery,
@@ -186,15 +187,16 @@ def _succeeded(
         for i, o in enumerate(rest)
         if isinstance(o.event, InputRequiredEvent)
     ]
-    if end.waiter is not None:
-        register_waiter(meta, end.waiter)
-        if end.waiter_event is not None:
-            key = f"{end.waiter['journal_id']}:waiter:{end.waiter['waiter_id']}"
-            writes.append(AppendStream(codec.encode_event(end.waiter_event), key))
-    routed = binding.router.route(meta, rest, delivery.delivery_id).deliveries
+    routed: list[NewDelivery] = []
     timeout = []
-    if end.waiter is not None and end.waiter.get("timeout") is not None:
-        timeout.append(timeout_delivery(delivery, end.waiter, now))
+    if end.waiter is not None:
+        writes += _waiter_stream(binding, end)
+        answered = _registered(binding, meta, delivery, end.waiter)
+        if answered is not None:
+            routed.append(answered)
+        elif end.waiter.get("timeout") is not None:
+            timeout.append(timeout_delivery(delivery, end.waiter, now))
+    routed += binding.router.route(meta, rest, delivery.delivery_id).deliveries
     routed += _settled_streams(binding, meta, open_deliveries, delivery, end, routed)
     added = [*routed, *timeout]
     if step_events:
@@ -207,6 +209,25 @@ def _succeeded(
         return Decision(tuple(writes), finished=True, stop=stop)
     writes += _settled_status(run, open_deliveries, delivery, meta, bool(routed) or progressed)
     return Decision(tuple(writes), publish=tuple(added))
+
+
+def _waiter_stream(binding: Binding, end: StepEnd) -> list[Write]:
+    """The waiter event of a wait, streamed once per wait (whether or not an answer
+    is already there: the wait began, as upstream streams it)."""
+    if end.waiter is None or end.waiter_event is None:
+        return []
+    key = f"{end.waiter['journal_id']}:waiter:{end.waiter['waiter_id']}"
+    return [AppendStream(binding.codec.encode_event(end.waiter_event), key)]
+
+
+def _registered(
+    binding: Binding, meta: dict[str, Any], delivery: DeliveryRecord, waiter: dict[str, Any]
+) -> NewDelivery | None:
+    """Register ``waiter``; if an event that answers it came first (retained), it is
+    taken now and the step's resume delivery returned instead of a wait."""
+    register_waiter(meta, waiter)
+    seed = f"{delivery.delivery_id}/retained"
+    return answer_from_retained(meta, waiter, binding.codec, seed)
 
 
 def _settled_streams(

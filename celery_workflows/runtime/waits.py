@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..store.base import DeliveryRecord, NewDelivery, RunRecord
-from .routing import child_id
+from .codec import Codec
+from .retained import take_retained
+from .routing import child_id, resume_delivery, waiter_matches
 from .writes import Decision, FinishDelivery, SetMeta, copy_meta
 
 #: The key of a timeout delivery's mark in its ``extra``.
@@ -114,6 +116,24 @@ def register_waiter(meta: dict[str, Any], waiter: dict[str, Any]) -> None:
     waiters.append(waiter)
 
 
+def answer_from_retained(
+    meta: dict[str, Any], waiter: dict[str, Any], codec: Codec, seed: str
+) -> NewDelivery | None:
+    """When ``waiter`` is registered: if an event that answers it came before (retained,
+    see :mod:`.retained`), take the oldest, remove the waiter again and return the
+    delivery that resumes its step with it (id derived from ``seed``); else None."""
+    answer = take_retained(
+        meta,
+        waiter["waiting_for"],
+        lambda payload: waiter_matches(waiter, codec.decode_event(payload)),
+    )
+    if answer is None:
+        return None
+    mark = WaitTimeout(waiter["waiter_id"], waiter["journal_id"])
+    meta["waiters"] = [w for w in meta.get("waiters", []) if not mark.matches(w)]
+    return resume_delivery(waiter, answer, seed)
+
+
 def release_timed_out_waiter(meta: dict[str, Any], delivery: DeliveryRecord) -> None:
     """In the completion of a timeout delivery: remove the waiter it marked."""
     if WaitTimeout.of(delivery) is not None and meta.get("waiters"):
@@ -164,6 +184,7 @@ def is_pending_timeout(delivery: DeliveryRecord, meta: dict[str, Any]) -> bool:
 
 __all__ = [
     "WaitTimeout",
+    "answer_from_retained",
     "is_pending_timeout",
     "mark_timing_out",
     "on_timeout_claimed",

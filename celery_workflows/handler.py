@@ -96,13 +96,21 @@ class WorkflowHandler:
         """Events written to the run's stream, ending with its StopEvent. Single use."""
         if self._streamed:
             raise WorkflowRuntimeError("All the streamed events have already been consumed.")
-        async for event in self._port.stream(internal=expose_internal):
-            if isinstance(event, InternalDispatchEvent) and not expose_internal:
-                continue
-            yield event
-            if isinstance(event, StopEvent):
-                self._streamed = True
-                break
+        events = self._port.stream(internal=expose_internal)
+        try:
+            async for event in events:
+                if isinstance(event, InternalDispatchEvent) and not expose_internal:
+                    continue
+                yield event
+                if isinstance(event, StopEvent):
+                    self._streamed = True
+                    break
+        finally:
+            # Closed here, not by the loop's finalizer a turn later: until then the
+            # store's stream reader would keep the run's workflow alive.
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
 
     async def cancel_run(self, *, timeout: float = 5.0) -> None:
         """Cancel the run and wait up to ``timeout`` seconds for it to have ended;

@@ -23,7 +23,7 @@ from .internal_context import InternalContext
 from .ports import RunPort, StepPort
 from .pre_context import PreContext
 from .snapshot import parse_snapshot
-from .state_store import DictState, LocalStateBackend, StateStore, default_state
+from .state_store import DictState, InMemoryStateStore, LocalStateBackend, StateStore, default_state
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
@@ -33,8 +33,19 @@ MODEL_T = TypeVar("MODEL_T", bound=BaseModel, default=DictState)
 T = TypeVar("T", bound=Event)
 
 
+class StepContextRef:
+    """What the context variable holds while a step runs: its Context, let go (``ctx`` set
+    to None) when the step ends. A timer or task the step left behind keeps a copy of the
+    variable, so it must not keep the Context (and its workflow) alive."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: Context[Any]) -> None:
+        self.ctx: Context[Any] | None = ctx
+
+
 #: The Context of the step running in this task (set by the runtime around a step call).
-current_step_context: contextvars.ContextVar[Context[Any]] = contextvars.ContextVar(
+current_step_context: contextvars.ContextVar[StepContextRef] = contextvars.ContextVar(
     "celery_workflows_current_step_context"
 )
 
@@ -72,7 +83,7 @@ class Context(Generic[MODEL_T]):
         else:
             state = default_state(state_type)
         backend = LocalStateBackend(state)
-        self._face = PreContext(serializer, StateStore(backend), backend, snapshot)
+        self._face = PreContext(serializer, InMemoryStateStore.over(backend), backend, snapshot)
 
     # --- the runtime's side: the step port and the run port ----------------------------
 
@@ -171,12 +182,12 @@ class Context(Generic[MODEL_T]):
     @staticmethod
     def get_step_context() -> Context[Any]:
         """The Context of the step running in this task."""
-        try:
-            return current_step_context.get()
-        except LookupError:
+        ref = current_step_context.get(None)
+        if ref is None or ref.ctx is None:
             raise WorkflowRuntimeError(
                 "Context.get_step_context() may only be called from within a step function"
-            ) from None
+            )
+        return ref.ctx
 
     async def running_steps(self) -> list[str]:
         """Names of the steps with a running delivery."""

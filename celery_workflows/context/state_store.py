@@ -274,6 +274,15 @@ class InMemoryStateStore(StateStore[MODEL_T]):
         super().__init__(LocalStateBackend(initial_state))
 
     @classmethod
+    def over(cls, backend: StateBackend) -> InMemoryStateStore[Any]:
+        """The store over ``backend`` (a run's row, a step's journaled edits): ``ctx.store``
+        is an ``InMemoryStateStore`` wherever the state lives, so upstream's
+        ``isinstance(ctx.store, InMemoryStateStore)`` holds."""
+        store: InMemoryStateStore[Any] = cls.__new__(cls)
+        StateStore.__init__(store, backend)
+        return store
+
+    @classmethod
     def from_dict(
         cls, serialized_state: dict[str, Any], serializer: BaseSerializer
     ) -> InMemoryStateStore[Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._serializers import BaseSerializer
 from .._sync import run_sync
-from ..context.state_store import StateStore
+from ..context.state_store import InMemoryStateStore, StateStore
 from ..errors import WorkflowCancelledByUser, WorkflowRuntimeError, WorkflowTimeoutError
 from ..events import Event, StartEvent, StopEvent
 from ..store.base import NewDelivery, RunRecord, RunStore
@@ -280,7 +280,7 @@ class BaseRuntime:
     def state_store(self, binding: Binding, run_id: str) -> StateStore[Any]:
         """The caller's view of a run's state (writes lock the run row, unfenced)."""
         backend = RunStateBackend(self.store, run_id, binding.codec, binding.state_type)
-        return StateStore(backend)
+        return InMemoryStateStore.over(backend)
 
     def get_run(self, run_id: str) -> RunRecord:
         """The committed run row, from sync code."""

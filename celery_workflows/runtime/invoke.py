@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.dispatcher import instrument_tags
 
-from ..context.context import current_step_context
+from ..context.context import StepContextRef, current_step_context
 from ..events import Event
 from .instrumentation import SpanCancelledEvent, run_tags, step_tags
 from .step_context import CollectNeeded, StepSuspended
@@ -61,7 +61,8 @@ async def call_step(inv: Invocation, ctx: Context[Any], event: Event) -> Any:
     kwargs = await _arguments(inv, ctx, event)
     run_id = inv.delivery.run_id
     tags = step_tags(run_id, event, await run_tags.of(inv.engine.store, run_id))
-    token = current_step_context.set(ctx)
+    ref = StepContextRef(ctx)
+    token = current_step_context.set(ref)
     try:
         with instrument_tags(tags):
             if inv.spec.is_async:
@@ -72,6 +73,7 @@ async def call_step(inv: Invocation, ctx: Context[Any], event: Event) -> Any:
             call = functools.partial(contextvars.copy_context().run, spanned, **kwargs)
             return await asyncio.get_running_loop().run_in_executor(None, call)
     finally:
+        ref.ctx = None  # copies of the variable left in timers keep nothing alive
         current_step_context.reset(token)
 
 

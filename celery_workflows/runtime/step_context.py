@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._serializers import BaseSerializer
 from .._signature import StepSpec
-from ..context.state_store import StateStore
+from ..context.state_store import InMemoryStateStore, StateStore
 from ..events import Event
 from ..store.base import DeliveryRecord, RunStore, utcnow
 from . import verbose as trace
@@ -110,7 +110,7 @@ class Invocation:
             where=f"run {d.run_id!r} step {d.step!r}",
             deferral=self.deferral,
         )
-        self.store: StateStore[Any] = StateStore(backend)
+        self.store: StateStore[Any] = InMemoryStateStore.over(backend)
 
     @property
     def run_id(self) -> str:

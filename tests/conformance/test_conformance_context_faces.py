@@ -85,3 +85,26 @@ def test_the_faces_are_generic_like_upstream(impl: SimpleNamespace, face: str) -
     cls: Any = face_class(impl, face)
     params = (impl.DictState, Any) if face == "external" else (impl.DictState,)
     assert cls[params if len(params) > 1 else params[0]] is not None
+
+
+async def test_ctx_store_is_an_in_memory_state_store_everywhere(
+    impl: SimpleNamespace, bounded: Any
+) -> None:
+    """``isinstance(ctx.store, InMemoryStateStore)`` holds before the run, inside a step
+    and in the caller's hands, as upstream (wherever the state really lives)."""
+    store_class = importlib.import_module(f"{impl.name}.context.state_store").InMemoryStateStore
+    StartEvent, StopEvent, step, Context = impl.StartEvent, impl.StopEvent, impl.step, impl.Context
+
+    class Stores(impl.Workflow):
+        @step
+        async def look(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            await ctx.store.set("n", 1)
+            return StopEvent(result=isinstance(ctx.store, store_class))
+
+    workflow = Stores(timeout=10)
+    ctx = impl.Context(workflow)
+    assert isinstance(ctx.store, store_class)
+    handler = workflow.run(ctx=ctx)
+    assert await bounded(handler) is True
+    assert isinstance(handler.ctx.store, store_class)
+    assert await handler.ctx.store.get("n") == 1

@@ -215,3 +215,39 @@ async def test_a_released_run_stays_readable_through_its_handler() -> None:
     gc.collect()
     with pytest.raises(RunNotFoundError):
         runtime.get_handler(run_id)
+
+
+class LeavesATimer(Workflow):
+    """A step that leaves a timer behind: the timer keeps a copy of the step's context
+    variables, which must not keep the run's Context (and its workflow) alive."""
+
+    handles: list[asyncio.TimerHandle] = []
+
+    @step
+    async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        assert Context.get_step_context() is ctx
+        self.handles.append(asyncio.get_running_loop().call_later(3600, lambda: None))
+        return StopEvent(result="done")
+
+
+@pytest.mark.parametrize("how", ["run", "test runner"])
+async def test_a_timer_left_by_a_step_does_not_keep_its_workflow(how: str) -> None:
+    from celery_workflows.testing import WorkflowTestRunner
+
+    refs: list[weakref.ReferenceType[Workflow]] = []
+    try:
+        for _ in range(5):
+            workflow = LeavesATimer(timeout=10)
+            refs.append(weakref.ref(workflow))
+            if how == "run":
+                assert await workflow.run() == "done"
+            else:
+                # Its stream reader is closed when the stream ends, not a loop turn later.
+                assert (await WorkflowTestRunner(workflow).run()).result == "done"
+            del workflow
+        gc.collect()
+        assert [r() for r in refs] == [None] * 5
+    finally:
+        for handle in LeavesATimer.handles:
+            handle.cancel()
+        LeavesATimer.handles.clear()

@@ -10,6 +10,7 @@ callers wait; both drive this module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from .codec import start_fingerprint
 from .completion import Completer
 from .dispatch import Dispatch, Dispatcher, Listener
 from .failures import poison_reason
+from .instrumentation import TAGS_META_KEY, tagged
 from .interventions import Ending, TimedOut, halt, on_event_sent_in, refuse_unknown_workflow
 from .routing import Output
 from .stepping import StepRunner
@@ -140,10 +142,14 @@ class Engine:
         Returns the run, whether this call created it, and its first deliveries (for a
         caller that publishes them itself, from its own thread and loop).
         """
-        deliveries = list(resume)
+        # The first deliveries say whether the run keeps caller tags (as later ones do).
+        mark = tagged(meta or {})
+        deliveries = [dataclasses.replace(d, extra={**d.extra, **mark}) for d in resume]
         try:
             if start_event is not None:
-                routed = binding.router.route({}, [Output(start_event)], f"{run_id}:start")
+                routed = binding.router.route(
+                    {TAGS_META_KEY: True} if mark else {}, [Output(start_event)], f"{run_id}:start"
+                )
                 deliveries.extend(routed.deliveries)
             state_payload = binding.codec.encode_state(state)
         except (InvalidMessageError, StateValidationError) as exc:

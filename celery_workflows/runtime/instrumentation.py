@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llama_index_instrumentation.base import BaseEvent
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
 
 #: The run meta key holding the caller's instrument tags at ``run()``.
 TAGS_META_KEY = "instrument_tags"
+#: The delivery ``extra`` key saying its run keeps caller tags: a step reads them (one
+#: read per run and process) only then, so a run without tags costs no read.
+TAGGED = "tagged"
+
+
+def tagged(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a new delivery's ``extra`` gets from its run's ``meta``: the mark that the
+    run keeps caller tags, if it does."""
+    return {TAGGED: True} if meta.get(TAGS_META_KEY) else {}
+
 
 _SUMMARY_LENGTH = 200
 _VALUE_LENGTH = 50
@@ -58,8 +69,11 @@ class RunTags:
     def __init__(self) -> None:
         self._tags: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    async def of(self, store: RunStore, run_id: str) -> dict[str, Any]:
-        """The tags ``run()`` was called with for ``run_id`` (they never change)."""
+    async def of(self, store: RunStore, run_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The tags ``run()`` was called with for ``run_id`` (they never change), for a
+        delivery with ``extra`` (none unless it is marked :data:`TAGGED`)."""
+        if not extra.get(TAGGED):
+            return {}
         found = self._tags.get(run_id)
         if found is None:
             meta = (await store.get_run(run_id)).meta

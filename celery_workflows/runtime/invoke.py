@@ -60,7 +60,8 @@ async def call_step(inv: Invocation, ctx: Context[Any], event: Event) -> Any:
     func = inv.binding.functions[inv.spec.name]
     kwargs = await _arguments(inv, ctx, event)
     run_id = inv.delivery.run_id
-    tags = step_tags(run_id, event, await run_tags.of(inv.engine.store, run_id))
+    caller = await run_tags.of(inv.engine.store, run_id, inv.delivery.extra)
+    tags = step_tags(run_id, event, caller)
     ref = StepContextRef(ctx)
     token = current_step_context.set(ref)
     try:

@@ -28,6 +28,7 @@ from ..collect import Take
 from ..events import Event
 from ..store.base import DeliveryRecord, NewDelivery
 from .codec import Codec, event_type_name
+from .instrumentation import tagged
 from .retained import retain
 
 log = logging.getLogger("celery_workflows.routing")
@@ -137,7 +138,7 @@ class Router:
         parent_id: str,
         routed: Routed,
     ) -> None:
-        extra: dict[str, Any] = {"scope": [list(s) for s in out.scope]}
+        extra: dict[str, Any] = {"scope": [list(s) for s in out.scope], **tagged(meta)}
         if spec.is_collect and not self._fan_in(meta, spec, out, payload, extra):
             return
         if spec.is_join and not self._join(meta, spec, out.event, payload, extra):

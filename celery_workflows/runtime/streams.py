@@ -23,6 +23,7 @@ from .._step_graph import accepts_type
 from .._stream_levels import collected_types, stream_levels
 from ..collect import Take
 from ..store.base import DeliveryRecord, NewDelivery
+from .instrumentation import tagged
 from .routing import child_id
 from .waits import WaitTimeout
 
@@ -103,7 +104,7 @@ def settle(
                     collector,
                     members[-1] if members else record["event"],
                     parent_id=stream,
-                    extra={"batch": members, "scope": record["scope"]},
+                    extra={"batch": members, "scope": record["scope"], **tagged(meta)},
                 )
             )
     return released

@@ -97,3 +97,30 @@ async def test_a_span_opened_in_a_step_nests_under_the_step_span_with_the_run_id
     assert spans[user_span][1]["run_id"] == handler.run_id  # tags reach nested spans
     # A step that waits leaves its span as a plain exit, and runs again in a new one.
     assert len([s for s in spans if ".ask-" in s]) == 2
+
+
+class _CountingStore:
+    """Only what ``RunTags.of`` uses of a store, counting reads."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.meta = meta
+        self.reads = 0
+
+    async def get_run(self, run_id: str) -> Any:
+        self.reads += 1
+        return type("Run", (), {"meta": self.meta})()
+
+
+async def test_a_run_without_caller_tags_costs_its_steps_no_read() -> None:
+    from celery_workflows.runtime.instrumentation import TAGS_META_KEY, RunTags, tagged
+
+    # A delivery says whether its run keeps caller tags; only then is the run read, once.
+    assert tagged({}) == {}
+    assert tagged({TAGS_META_KEY: {"team": "a"}}) == {"tagged": True}
+    store = _CountingStore({TAGS_META_KEY: {"team": "a"}})
+    tags = RunTags()
+    assert await tags.of(store, "r1", {}) == {}  # type: ignore[arg-type]
+    assert store.reads == 0
+    for _ in range(3):
+        assert await tags.of(store, "r1", tagged(store.meta)) == {"team": "a"}  # type: ignore[arg-type]
+    assert store.reads == 1

@@ -10,21 +10,12 @@ taken, and the snapshot crosses implementations both ways.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-
-def publish(monkeypatch: pytest.MonkeyPatch, *classes: type) -> None:
-    """Make classes findable as ``<this module>.<name>`` for the serializer."""
-    module = sys.modules[__name__]
-    for cls in classes:
-        monkeypatch.setattr(cls, "__module__", __name__)
-        monkeypatch.setattr(module, cls.__name__, cls, raising=False)
+from snapshot_helpers import as_json, publish
 
 
 class Held:
@@ -72,11 +63,6 @@ def fan_in_workflow(impl: SimpleNamespace, held: Held, monkeypatch: pytest.Monke
     publish(monkeypatch, Item, Done, Go)
     Fan.Go = Go  # type: ignore[attr-defined]
     return Fan
-
-
-def as_json(impl: SimpleNamespace, ctx: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(json.dumps(ctx.to_dict(serializer=impl.JsonSerializer())))
-    return data
 
 
 def collecting(snapshot: dict[str, Any], held: Held) -> bool:

@@ -10,27 +10,12 @@ module for the serializer (``JsonSerializer`` names a class by module and name).
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-
-def publish(monkeypatch: pytest.MonkeyPatch, *classes: type) -> None:
-    """Make classes findable as ``<this module>.<name>``."""
-    module = sys.modules[__name__]
-    for cls in classes:
-        monkeypatch.setattr(cls, "__module__", __name__)
-        monkeypatch.setattr(module, cls.__name__, cls, raising=False)
-
-
-def as_json(impl: SimpleNamespace, ctx: Any) -> dict[str, Any]:
-    """``ctx.to_dict()`` through JSON text, as a snapshot is kept."""
-    data: dict[str, Any] = json.loads(json.dumps(ctx.to_dict(serializer=impl.JsonSerializer())))
-    return data
+from snapshot_helpers import as_json, publish
 
 
 async def cancelled(impl: SimpleNamespace, handler: Any, bounded: Any) -> None:

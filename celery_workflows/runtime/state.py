@@ -115,10 +115,8 @@ class RunStateBackend:
         txn = await locked.__aenter__()
         try:
             edit = await self._edit(txn, index)
-            if edit.replayed:
-                yield edit
-            else:
-                yield edit
+            yield edit
+            if not edit.replayed:
                 self._stage(txn, edit, index)
         except BaseException as exc:
             if not await locked.__aexit__(type(exc), exc, exc.__traceback__):

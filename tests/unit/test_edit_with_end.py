@@ -209,3 +209,48 @@ async def test_an_end_refused_after_the_edit_runs_the_body_again(
         assert refusals == [1]
     finally:
         await store.close()
+
+
+class Killed(BaseException):
+    """Stands for the worker dying (not an error a step's failure handling sees)."""
+
+
+async def test_a_worker_dying_with_the_edit_held_applies_it_once_on_the_next_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DESIGN invariant 8 on the merged path: the edit waits in the end's transaction; a
+    death before that commits loses both (the edit is not seen), and the next attempt
+    applies the edit once."""
+    from celery_workflows.context.state_store import DictState
+    from celery_workflows.runtime.engine import Dispatch, Engine
+    from celery_workflows.store.memory import InMemoryRunStore
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[Dispatch] = []
+
+        def dispatch(self, items: Any) -> None:
+            self.sent.extend(items)
+
+    recorder = Recorder()
+    engine = Engine(InMemoryRunStore(), recorder, lease_seconds=0.05)
+    binding = engine.register(Linear(timeout=None))
+    await engine.start(binding, StartEvent(), run_id="k1", state=DictState(), timeout=None)
+    (start,) = recorder.sent
+    real_apply = completion.apply
+
+    async def die_once(txn: Any, writes: Any) -> None:
+        monkeypatch.setattr(completion, "apply", real_apply)
+        raise Killed
+
+    monkeypatch.setattr(completion, "apply", die_once)
+    with pytest.raises(Killed):
+        await engine.execute(start.delivery_id)
+    assert "n" not in (await engine.store.get_run("k1")).state  # rolled back with the end
+    await asyncio.sleep(0.1)  # the dead attempt's lease expires
+    await engine.execute(start.delivery_id)
+    while len(recorder.sent) > 1:
+        await engine.execute(recorder.sent.pop().delivery_id)
+    run = await engine.store.get_run("k1")
+    assert run.status == "completed"
+    assert dict(run.state.items()) == {"n": 3}
